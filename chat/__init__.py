@@ -1,0 +1,1 @@
+"""The chat app: conversations, the generation service and the websocket relay."""

@@ -1,0 +1,116 @@
+"""The websocket consumer: routes messages between one socket and the generation service.
+
+It holds no chat logic: validate the htmx ``ws-send`` payload, call the service, forward the
+service's frames (ready HTML) to the browser. Generations run as service tasks, so a Stop is
+never queued behind a long answer and closing the socket does not stop an answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from . import fragments
+from .exceptions import ClientError
+from .models import conversation_group
+from .owners import Owner
+from .services import get_conversation, get_service
+
+CLOSE_NOT_FOUND = 4404
+ACTIONS = {"send", "stop", "retry"}
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One socket showing one conversation (``/ws/c/<id>/``)."""
+
+    conversation_id: int
+    owner: Owner
+    seen: dict[int, int]
+
+    async def connect(self) -> None:
+        """On connect: check ownership, join the conversation's group, catch up live answers."""
+        owner = Owner.from_scope(self.scope)
+        conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        if (
+            owner is None
+            or await database_sync_to_async(get_conversation)(owner, conversation_id) is None
+        ):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.owner, self.conversation_id, self.seen = owner, conversation_id, {}
+        await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+        await self.accept()
+        # Joined first, snapshot second: any frame after the snapshot's seq still arrives.
+        for generation in get_service().snapshots(conversation_id):
+            self.seen[generation.answer_id] = generation.seq
+            await self.send(text_data=fragments.snapshot_frame(generation.live_view()))
+
+    async def disconnect(self, code: int) -> None:
+        """On close: stop listening. Answers in flight go on and are saved."""
+        if hasattr(self, "conversation_id"):
+            await self.channel_layer.group_discard(
+                conversation_group(self.conversation_id), self.channel_name
+            )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Runs for each ws-send: a new message, Stop or Retry."""
+        try:
+            await self._dispatch(content)
+        except ClientError as error:
+            await self.send(text_data=fragments.alert_frame(error.message))
+
+    async def _dispatch(self, content: Any) -> None:
+        if not isinstance(content, dict):
+            raise ClientError("That request was not understood.")
+        action = content.get("action", "send")
+        if action not in ACTIONS:
+            raise ClientError("That request was not understood.")
+        service = get_service()
+        if action == "send":
+            message = content.get("message")
+            if not isinstance(message, str):
+                raise ClientError("Type a message first.")
+            await service.send(self.owner, self.conversation_id, message, self.channel_name)
+            return
+        answer_id = _answer_id(content)
+        if action == "stop":
+            await service.stop(self.conversation_id, answer_id)
+        else:
+            await service.retry(self.owner, self.conversation_id, answer_id, self.channel_name)
+
+    async def decode_json(self, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError as exc:
+            raise ClientError("That request was not valid JSON.") from exc
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if text_data is None:
+            await self.send(text_data=fragments.alert_frame("Binary messages are not accepted."))
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ClientError as error:
+            await self.send(text_data=fragments.alert_frame(error.message))
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A frame from the service, for every socket in the group."""
+        if event["seq"] <= self.seen.get(event["answer"], 0):
+            return  # already contained in the snapshot this socket got
+        html = event["html"]
+        if event["kind"] == "turn" and event.get("origin") == self.channel_name:
+            html += fragments.SENT_MARKER
+        await self.send(text_data=html)
+
+
+def _answer_id(content: dict[str, Any]) -> int:
+    try:
+        return int(content.get("answer", ""))
+    except (TypeError, ValueError) as exc:
+        raise ClientError("That request named no answer.") from exc

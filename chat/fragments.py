@@ -1,0 +1,143 @@
+"""HTML the browser receives over the websocket: htmx out-of-band fragments.
+
+Every frame is one or more elements carrying ``hx-swap-oob``; the htmx websocket extension
+swaps them into the page. Deltas are built with plain escaping (the hot path: one per frame);
+whole messages go through the same ``chat/_message.html`` template as the page itself, from
+plain data (``MessageView``), never from ORM objects, so rendering never touches the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from django.template.loader import render_to_string
+
+from .markdown import render_markdown
+from .models import Message
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """What the template needs to draw one message."""
+
+    id: int
+    role: str
+    status: str
+    content: str
+    reasoning: str = ""
+    model: str = ""
+    streamed: bool = True
+    error_kind: str = ""
+    error_message: str = ""
+    retry_after: float | None = None
+    finish_reason: str = ""
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    elapsed_s: float = 0.0
+    seq: int | None = None
+    is_latest: bool = False
+
+    @property
+    def html(self) -> str:
+        """Sanitised markdown for finished assistant text."""
+        return render_markdown(self.content) if self.content else ""
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Completion tokens over the time they took to arrive (after the first, if streamed)."""
+        if not self.completion_tokens or self.total_ms is None:
+            return None
+        span_ms = self.total_ms - (self.ttft_ms or 0) if self.streamed else self.total_ms
+        if span_ms <= 0:
+            span_ms = self.total_ms
+        return self.completion_tokens / (span_ms / 1000) if span_ms > 0 else None
+
+    @property
+    def can_retry(self) -> bool:
+        return self.is_latest and self.status in {Message.Status.ERROR, Message.Status.STOPPED}
+
+
+def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
+    return MessageView(
+        id=message.pk,
+        role=message.role,
+        status=message.status,
+        content=message.content,
+        reasoning=message.reasoning,
+        model=message.model,
+        streamed=message.streamed,
+        error_kind=message.error_kind,
+        error_message=message.error_message,
+        retry_after=message.retry_after,
+        finish_reason=message.finish_reason,
+        ttft_ms=message.ttft_ms,
+        total_ms=message.total_ms,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        total_tokens=message.total_tokens,
+        is_latest=is_latest,
+    )
+
+
+def render_message(view: MessageView, *, oob: str = "") -> str:
+    return render_to_string("chat/_message.html", {"m": view, "oob": oob})
+
+
+def render_composer_actions(streaming_answer_id: int | None) -> str:
+    return render_to_string(
+        "chat/_composer_actions.html", {"streaming_answer_id": streaming_answer_id, "oob": True}
+    )
+
+
+def turn_frame(user: MessageView | None, answer: MessageView, *, drop_retry: bool) -> str:
+    """A new exchange: the user's message (none on retry) and the empty answer join the log."""
+    articles = (render_message(user) if user else "") + render_message(answer)
+    stale = '<button id="retry-button" hx-swap-oob="delete"></button>' if drop_retry else ""
+    return (
+        stale
+        + f'<div hx-swap-oob="beforeend:#messages">{articles}</div>'
+        + render_composer_actions(answer.id)
+        + '<div id="alerts" hx-swap-oob="innerHTML"></div>'
+    )
+
+
+def delta_frame(answer_id: int, seq: int, text: str, reasoning: str, first: bool) -> str:
+    """Appends what arrived since the last frame; only the new characters travel."""
+    parts = []
+    if first:
+        parts.append(f'<p id="answer-{answer_id}-wait" hx-swap-oob="delete"></p>')
+    if reasoning:
+        parts.append(
+            f'<div hx-swap-oob="beforeend:#answer-{answer_id}-reasoning">{escape(reasoning)}</div>'
+        )
+    if text:
+        parts.append(
+            f'<div hx-swap-oob="beforeend:#answer-{answer_id}-text" data-seq="{seq}">'
+            f"{escape(text)}</div>"
+        )
+    return "".join(parts)
+
+
+def final_frame(answer: MessageView) -> str:
+    """The finished answer replaces the live one: markdown rendered once, figures shown."""
+    return render_message(answer, oob="outerHTML") + render_composer_actions(None)
+
+
+def snapshot_frame(answer: MessageView) -> str:
+    """A socket that joins mid-answer gets the text so far, then only later deltas."""
+    return render_message(answer, oob="outerHTML") + render_composer_actions(answer.id)
+
+
+def alert_frame(message: str) -> str:
+    return (
+        '<div id="alerts" hx-swap-oob="innerHTML">'
+        f'<p class="alert" role="alert">{escape(message)}</p></div>'
+    )
+
+
+SENT_MARKER = '<template id="composer-sent" hx-swap-oob="true" data-sent></template>'
+"""Added to a turn frame for the socket that sent it, so only that page clears its message box."""

@@ -1,0 +1,47 @@
+"""Who owns a conversation: the logged-in user, or else the browser session (the demo)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .models import Conversation
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    user_id: int | None
+    session_key: str
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Owner:
+        """Owner of an HTTP request; gives an anonymous visitor a session so they can own things."""
+        if request.user.is_authenticated:
+            return cls(user_id=request.user.pk, session_key="")
+        if not request.session.session_key:
+            request.session.save()
+        return cls(user_id=None, session_key=request.session.session_key or "")
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> Owner | None:
+        """Owner of a websocket (AuthMiddlewareStack filled user and session); None if unknown."""
+        user = scope.get("user")
+        if user is not None and user.is_authenticated:
+            return cls(user_id=user.pk, session_key="")
+        session = scope.get("session")
+        key = session.session_key if session is not None else None
+        return cls(user_id=None, session_key=key) if key else None
+
+    def conversations(self) -> QuerySet[Conversation]:
+        if self.user_id is not None:
+            return Conversation.objects.filter(user_id=self.user_id)
+        return Conversation.objects.filter(user__isnull=True, session_key=self.session_key)
+
+    def new_conversation_fields(self) -> dict[str, Any]:
+        if self.user_id is not None:
+            return {"user_id": self.user_id}
+        return {"session_key": self.session_key}

@@ -1,0 +1,473 @@
+"""The generation service: runs one answer from the upstream to every socket and the database.
+
+A generation is an ``asyncio`` task owned by this service, not by a websocket: closing or
+reloading the tab does not stop it, Stop cancels it (which closes the upstream HTTP request at
+once, so no more tokens are generated or billed). Two coroutines per answer:
+
+- the reader consumes ``llm.ChatClient.stream_reply`` events into an in-memory buffer;
+- the publisher sends what the buffer holds to the conversation's channel-layer group, at most
+  one frame per ``STREAM_FRAME_INTERVAL`` (the first token goes out at once, nothing is dropped),
+  and saves the text so far at most once per ``STREAM_SAVE_INTERVAL`` (never per token).
+
+Frames carry ready HTML and a per-answer sequence number, so a socket that joins mid-answer
+takes a snapshot and skips frames it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import fragments, llm
+from .exceptions import ClientError
+from .models import Conversation, Message, conversation_group
+from .owners import Owner
+
+logger = logging.getLogger(__name__)
+
+FRAME_EVENT = "chat.frame"
+INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
+
+
+# --- Database work (sync; async callers go through database_sync_to_async) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The rows a send or retry created, as plain data for the generation and the fragments."""
+
+    conversation_id: int
+    model: str
+    stream: bool
+    context: list[dict[str, str]]
+    answer: fragments.MessageView
+    user: fragments.MessageView | None = None
+    drop_retry: bool = False
+
+
+def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
+    return owner.conversations().filter(pk=conversation_id).first()
+
+
+def _context(conversation: Conversation, before_id: int | None) -> list[dict[str, str]]:
+    """Messages sent upstream: the system prompt, then every turn that has usable text.
+
+    Failed answers are left out (their partial text is kept for the reader, not the model).
+    """
+    messages: list[dict[str, str]] = []
+    if conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    rows = conversation.messages.exclude(status=Message.Status.ERROR)
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    for row in rows.only("role", "content", "status"):
+        if row.role == Message.Role.ASSISTANT and not row.content:
+            continue
+        messages.append({"role": row.role, "content": row.content})
+    return messages
+
+
+def settle_orphans(conversation: Conversation, live: set[int]) -> None:
+    """Answers marked streaming that no task in this process runs died with an old process."""
+    conversation.messages.filter(status=Message.Status.STREAMING).exclude(pk__in=live).update(
+        status=Message.Status.ERROR,
+        error_kind="interrupted",
+        error_message=INTERRUPTED_MESSAGE,
+        completed_at=timezone.now(),
+    )
+
+
+def _latest_can_retry(conversation: Conversation) -> bool:
+    """Whether the page shows a Retry button that a new answer makes stale."""
+    latest = conversation.messages.order_by("-created_at", "-id").first()
+    return latest is not None and latest.status in {Message.Status.ERROR, Message.Status.STOPPED}
+
+
+def _new_answer(conversation: Conversation) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=conversation.model,
+        streamed=conversation.stream,
+    )
+
+
+def _check_idle(conversation: Conversation, live: set[int]) -> None:
+    settle_orphans(conversation, live)
+    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
+
+
+def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -> Turn:
+    """Save the user's message (before anything is sent upstream) and an empty answer."""
+    text = text.strip()
+    if not text:
+        raise ClientError("Type a message first.")
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise ClientError(
+            f"That message is too long ({len(text):,} characters; at most {limit:,})."
+        )
+    with transaction.atomic():
+        conversation = get_conversation(owner, conversation_id)
+        if conversation is None:
+            raise ClientError("This conversation no longer exists.")
+        _check_idle(conversation, live)
+        drop_retry = _latest_can_retry(conversation)
+        user = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=text
+        )
+        answer = _new_answer(conversation)
+        conversation.updated_at = timezone.now()
+        if not conversation.title:
+            conversation.title = " ".join(text.split())[:60]
+        conversation.save(update_fields=["updated_at", "title"])
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, answer.pk),
+        answer=fragments.message_view(answer, is_latest=True),
+        user=fragments.message_view(user),
+        drop_retry=drop_retry,
+    )
+
+
+def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[int]) -> Turn:
+    """A fresh answer to the same question; the failed or stopped one stays in the history."""
+    with transaction.atomic():
+        conversation = get_conversation(owner, conversation_id)
+        if conversation is None:
+            raise ClientError("This conversation no longer exists.")
+        _check_idle(conversation, live)
+        latest = conversation.messages.order_by("-created_at", "-id").first()
+        if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
+            raise ClientError("Only the latest answer can be retried.")
+        answer = _new_answer(conversation)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, latest.pk),
+        answer=fragments.message_view(answer, is_latest=True),
+        drop_retry=True,
+    )
+
+
+def save_progress(answer_id: int, content: str, reasoning: str) -> None:
+    Message.objects.filter(pk=answer_id, status=Message.Status.STREAMING).update(
+        content=content, reasoning=reasoning
+    )
+
+
+def save_final(answer_id: int, fields: Mapping[str, Any]) -> bool:
+    """Write the finished answer; False if its conversation was deleted meanwhile."""
+    return bool(Message.objects.filter(pk=answer_id).update(**fields))
+
+
+# --- The running generation ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Generation:
+    """One answer in flight: its text so far, timings and the wake-up for its publisher."""
+
+    turn: Turn
+    origin: str | None = None
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    pending_text: list[str] = field(default_factory=list)
+    pending_reasoning: list[str] = field(default_factory=list)
+    seq: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    usage: llm.Usage | None = None
+    finish_reason: str = ""
+    error: llm.UpstreamError | None = None
+    stop_requested: bool = False
+    done: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    reader: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def answer_id(self) -> int:
+        return self.turn.answer.id
+
+    @property
+    def group(self) -> str:
+        return conversation_group(self.turn.conversation_id)
+
+    def elapsed_ms(self, until: float | None = None) -> float:
+        return ((until or time.perf_counter()) - self.started) * 1000
+
+    def live_view(self) -> fragments.MessageView:
+        """The answer as it stands, for a socket that joins mid-stream."""
+        base = self.turn.answer
+        return fragments.MessageView(
+            id=base.id,
+            role=base.role,
+            status=Message.Status.STREAMING,
+            content="".join(self.text),
+            reasoning="".join(self.reasoning),
+            model=base.model,
+            streamed=base.streamed,
+            elapsed_s=self.elapsed_ms() / 1000,
+            seq=self.seq,
+            is_latest=True,
+        )
+
+    def outcome(self) -> dict[str, Any]:
+        """Columns of the finished answer row."""
+        status = Message.Status.COMPLETE
+        fields: dict[str, Any] = {}
+        if self.error is not None:
+            status = Message.Status.ERROR
+            fields.update(
+                error_kind=self.error.kind,
+                error_message=self.error.message,
+                retry_after=self.error.retry_after,
+                request_id=self.error.request_id or "",
+            )
+        elif self.stop_requested:
+            status = Message.Status.STOPPED
+        usage = self.usage
+        end = self.finished_at or time.perf_counter()
+        fields.update(
+            status=status,
+            content="".join(self.text),
+            reasoning="".join(self.reasoning),
+            finish_reason=self.finish_reason,
+            ttft_ms=self.elapsed_ms(self.first_token_at) if self.first_token_at else None,
+            total_ms=self.elapsed_ms(end),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            completed_at=timezone.now(),
+        )
+        return fields
+
+
+class GenerationService:
+    """Starts, relays, saves and stops generations for one event loop (one Daphne process)."""
+
+    def __init__(self, client: llm.ChatClient) -> None:
+        self.client = client
+        self.running: dict[int, Generation] = {}
+        self.frame_interval: float = settings.STREAM_FRAME_INTERVAL
+        self.save_interval: float = settings.STREAM_SAVE_INTERVAL
+
+    # Public API, called by the consumer and views ------------------------------------------
+
+    async def send(
+        self, owner: Owner, conversation_id: int, text: str, origin: str | None = None
+    ) -> Generation:
+        """Save the user's message, then start answering it."""
+        turn = await database_sync_to_async(create_turn)(
+            owner, conversation_id, text, set(self.running)
+        )
+        return await self._start(turn, origin)
+
+    async def retry(
+        self, owner: Owner, conversation_id: int, answer_id: int, origin: str | None = None
+    ) -> Generation:
+        turn = await database_sync_to_async(create_retry)(
+            owner, conversation_id, answer_id, set(self.running)
+        )
+        return await self._start(turn, origin)
+
+    async def stop(self, conversation_id: int, answer_id: int) -> bool:
+        """Cancel an answer in flight; the upstream connection closes as the task unwinds."""
+        generation = self.running.get(answer_id)
+        if generation is None or generation.turn.conversation_id != conversation_id:
+            return False
+        generation.stop_requested = True
+        if generation.reader is not None:
+            generation.reader.cancel()
+        return True
+
+    def snapshots(self, conversation_id: int) -> list[Generation]:
+        return [g for g in self.running.values() if g.turn.conversation_id == conversation_id]
+
+    async def wait_idle(self) -> None:
+        """Wait for every generation in flight (tests and graceful shutdown)."""
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Internals ----------------------------------------------------------------------------
+
+    async def _start(self, turn: Turn, origin: str | None) -> Generation:
+        generation = Generation(turn=turn, origin=origin)
+        self.running[generation.answer_id] = generation
+        html = fragments.turn_frame(turn.user, turn.answer, drop_retry=turn.drop_retry)
+        await self._publish(generation, html, kind="turn")
+        generation.reader = asyncio.create_task(
+            self._read(generation), name=f"generation-{generation.answer_id}-reader"
+        )
+        generation.task = asyncio.create_task(
+            self._run(generation), name=f"generation-{generation.answer_id}"
+        )
+        return generation
+
+    async def _publish(self, generation: Generation, html: str, *, kind: str) -> None:
+        generation.seq += 1
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(
+            generation.group,
+            {
+                "type": FRAME_EVENT,
+                "kind": kind,
+                "answer": generation.answer_id,
+                "seq": generation.seq,
+                "origin": generation.origin,
+                "html": html,
+            },
+        )
+
+    async def _run(self, generation: Generation) -> None:
+        """Wait for the reader however it ends, then let the publisher finish and save."""
+        reader = generation.reader
+        assert reader is not None
+        publisher = asyncio.create_task(self._publish_loop(generation))
+        try:
+            await asyncio.wait([reader])
+        finally:
+            if not reader.done():  # this task itself was cancelled: the process is stopping
+                reader.cancel()
+                await asyncio.wait([reader])
+            generation.finished_at = time.perf_counter()
+            if reader.cancelled():
+                if not generation.stop_requested:
+                    generation.error = llm.UpstreamInterrupted(
+                        "The server stopped before this answer finished."
+                    )
+            elif (exc := reader.exception()) is not None:
+                # A bug must not leave the answer "streaming" forever.
+                logger.error("generation %s failed", generation.answer_id, exc_info=exc)
+                generation.error = llm.UpstreamProtocolError(
+                    f"Internal error ({type(exc).__name__}); the partial answer was kept."
+                )
+            generation.done = True
+            generation.wake.set()
+            try:
+                await asyncio.shield(publisher)
+            finally:
+                self.running.pop(generation.answer_id, None)
+
+    async def _read(self, generation: Generation) -> None:
+        turn = generation.turn
+        async for event in self.client.stream_reply(turn.model, turn.context, stream=turn.stream):
+            if isinstance(event, llm.TextDelta | llm.ReasoningDelta):
+                if generation.first_token_at is None:
+                    generation.first_token_at = time.perf_counter()
+                if isinstance(event, llm.TextDelta):
+                    generation.text.append(event.text)
+                    generation.pending_text.append(event.text)
+                else:
+                    generation.reasoning.append(event.text)
+                    generation.pending_reasoning.append(event.text)
+                generation.wake.set()
+            elif isinstance(event, llm.Usage):
+                generation.usage = event
+            elif isinstance(event, llm.Finished):
+                generation.finish_reason = event.reason
+            elif isinstance(event, llm.Failed):
+                generation.error = event.error
+
+    async def _publish_loop(self, generation: Generation) -> None:
+        """Send coalesced deltas; save periodically; finish with the final frame and save."""
+        last_save = time.perf_counter()
+        saving: asyncio.Task[None] | None = None
+        sent_first = False
+        while True:
+            await generation.wake.wait()
+            generation.wake.clear()
+            text = "".join(generation.pending_text)
+            reasoning = "".join(generation.pending_reasoning)
+            generation.pending_text.clear()
+            generation.pending_reasoning.clear()
+            if (text or reasoning) and generation.turn.stream:
+                await self._publish(
+                    generation,
+                    fragments.delta_frame(
+                        generation.answer_id, generation.seq + 1, text, reasoning, not sent_first
+                    ),
+                    kind="delta",
+                )
+                sent_first = True
+            if generation.done:
+                break
+            now = time.perf_counter()
+            if now - last_save >= self.save_interval and (saving is None or saving.done()):
+                last_save = now
+                saving = asyncio.create_task(
+                    database_sync_to_async(save_progress)(
+                        generation.answer_id,
+                        "".join(generation.text),
+                        "".join(generation.reasoning),
+                    )
+                )
+            await asyncio.sleep(self.frame_interval)
+        if saving is not None:
+            await asyncio.gather(saving, return_exceptions=True)
+        fields = generation.outcome()
+        await database_sync_to_async(save_final)(generation.answer_id, fields)
+        final = fragments.MessageView(
+            id=generation.answer_id,
+            role=Message.Role.ASSISTANT,
+            model=generation.turn.model,
+            streamed=generation.turn.stream,
+            is_latest=True,
+            **{k: v for k, v in fields.items() if k in _VIEW_FIELDS},
+        )
+        await self._publish(generation, fragments.final_frame(final), kind="final")
+
+
+_VIEW_FIELDS = set(fragments.MessageView.__dataclass_fields__) - {"id", "role", "model", "streamed"}
+
+
+# One service per event loop: the httpx pool and the tasks belong to the loop that made them.
+_services: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GenerationService] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def peek_service() -> GenerationService | None:
+    """This loop's service if one was started (reading it must not open an HTTP pool)."""
+    return _services.get(asyncio.get_running_loop())
+
+
+def get_service() -> GenerationService:
+    loop = asyncio.get_running_loop()
+    service = _services.get(loop)
+    if service is None:
+        http = llm.make_http_client(
+            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
+            read_timeout=settings.LLM_READ_TIMEOUT,
+            max_connections=settings.LLM_MAX_CONNECTIONS,
+        )
+        client = llm.ChatClient(
+            http,
+            settings.LLM_API_BASE,
+            settings.LLM_API_KEY or None,
+            include_usage=settings.LLM_INCLUDE_USAGE,
+        )
+        service = _services[loop] = GenerationService(client)
+    return service

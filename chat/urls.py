@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/new/", views.new_conversation, name="new"),
+    path("c/<int:conversation_id>/", views.conversation_page, name="conversation"),
+    path("c/<int:conversation_id>/settings/", views.update_settings, name="settings"),
+    path("c/<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
+    path("c/<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
+    path("c/<int:conversation_id>/export.json", views.export_json, name="export_json"),
+]

@@ -1,0 +1,165 @@
+"""Pages and forms: the conversation list, one conversation, its settings, rename and delete.
+
+Sending and streaming go over the websocket (``consumers.py``); everything else is plain
+Django views returning whole pages or, for htmx requests, the template partial that changed.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib import messages as flash
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from .fragments import message_view
+from .models import Conversation, Message
+from .owners import Owner
+from .services import Generation, get_service, peek_service, settle_orphans
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _owned(request: HttpRequest, conversation_id: int) -> Conversation:
+    conversation = Owner.from_request(request).conversations().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _models() -> list[dict[str, str]]:
+    suffix = " (offline simulator)" if settings.LLM_SIMULATOR else ""
+    return [{"id": name, "label": f"{name}{suffix}"} for name in settings.LLM_MODELS]
+
+
+def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict[str, object]:
+    owner = Owner.from_request(request)
+    views = []
+    streaming_answer_id = None
+    if conversation is not None:
+        rows = list(conversation.messages.all())
+        live = {g.answer_id for g in _live(conversation.pk)}
+        for index, row in enumerate(rows):
+            views.append(message_view(row, is_latest=index == len(rows) - 1))
+            if row.status == Message.Status.STREAMING and row.pk in live:
+                streaming_answer_id = row.pk
+    return {
+        "conversations": owner.conversations().only("id", "title", "updated_at")[:200],
+        "conversation": conversation,
+        "chat_messages": views,
+        "models": _models(),
+        "simulator": settings.LLM_SIMULATOR,
+        "streaming_answer_id": streaming_answer_id,
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+
+
+def _live(conversation_id: int) -> list[Generation]:
+    """Generations of this process for the conversation (read on the server's event loop)."""
+
+    async def snapshots() -> list[Generation]:
+        service = peek_service()
+        return service.snapshots(conversation_id) if service else []
+
+    return async_to_sync(snapshots)()
+
+
+@require_GET
+def index(request: HtmxHttpRequest) -> HttpResponse:
+    """The newest conversation, or an empty page that invites the first one."""
+    latest = Owner.from_request(request).conversations().first()
+    if latest is not None:
+        return redirect("chat:conversation", conversation_id=latest.pk)
+    return render(request, "chat/page.html", _page_context(request, None))
+
+
+@require_POST
+def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
+    owner = Owner.from_request(request)
+    conversation = Conversation.objects.create(
+        model=settings.LLM_MODELS[0], **owner.new_conversation_fields()
+    )
+    url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@require_GET
+def conversation_page(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    settle_orphans(conversation, {g.answer_id for g in _live(conversation.pk)})
+    return render(request, "chat/page.html", _page_context(request, conversation))
+
+
+@require_POST
+def update_settings(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    """Model, system prompt and the Stream toggle; applied from the next answer on."""
+    conversation = _owned(request, conversation_id)
+    errors: list[str] = []
+    model = request.POST.get("model", conversation.model)
+    if model not in settings.LLM_MODELS:
+        errors.append(f"Unknown model “{model}”.")
+    else:
+        conversation.model = model
+    system_prompt = request.POST.get("system_prompt", conversation.system_prompt)
+    if len(system_prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
+        errors.append("The system prompt is too long.")
+    else:
+        conversation.system_prompt = system_prompt
+    conversation.stream = request.POST.get("stream") == "on"
+    conversation.save(update_fields=["model", "system_prompt", "stream"])
+    context = {**_page_context(request, conversation), "settings_errors": errors}
+    if request.htmx:
+        return render(request, "chat/page.html#settings", context)
+    return redirect("chat:conversation", conversation_id=conversation.pk)
+
+
+@require_POST
+def rename_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    title = " ".join(request.POST.get("title", "").split())
+    if not title:
+        flash.error(request, "A title cannot be empty.")
+    elif len(title) > 200:
+        flash.error(request, "A title can be at most 200 characters.")
+    else:
+        conversation.title = title
+        conversation.save(update_fields=["title"])
+    return redirect("chat:conversation", conversation_id=conversation.pk)
+
+
+@require_POST
+def delete_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    for generation in _live(conversation.pk):
+        async_to_sync(get_service().stop)(conversation.pk, generation.answer_id)
+    conversation.delete()
+    url = reverse("chat:index")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@require_GET
+def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    """The whole conversation as saved, raw text included (what was really stored)."""
+    conversation = _owned(request, conversation_id)
+    fields = (
+        "id", "role", "content", "reasoning", "status", "model", "streamed", "finish_reason",
+        "error_kind", "error_message", "ttft_ms", "total_ms", "prompt_tokens",
+        "completion_tokens", "total_tokens", "created_at", "completed_at",
+    )  # fmt: skip
+    return JsonResponse(
+        {
+            "id": conversation.pk,
+            "title": conversation.display_title,
+            "model": conversation.model,
+            "system_prompt": conversation.system_prompt,
+            "stream": conversation.stream,
+            "messages": list(conversation.messages.values(*fields)),
+        },
+        json_dumps_params={"ensure_ascii": False},
+    )

@@ -1,0 +1,1 @@
+"""Project package: settings, ASGI routing and URLs for Streamside."""

@@ -1,0 +1,48 @@
+"""ASGI entry point: Django for HTTP, the chat consumer for websockets, and (in the demo) the
+upstream simulator under /simulator/."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+django_asgi_app = get_asgi_application()  # before importing anything that touches models
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from chat.routing import websocket_urlpatterns  # noqa: E402
+
+SIMULATOR_PREFIX = "/simulator"
+
+
+def _http_app() -> Any:
+    if not settings.LLM_SIMULATOR:
+        return django_asgi_app
+    from simulator.app import make_app
+
+    simulator = make_app(prefix=SIMULATOR_PREFIX)
+
+    async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path: str = scope["path"]
+        if path == SIMULATOR_PREFIX or path.startswith(SIMULATOR_PREFIX + "/"):
+            await simulator(scope, receive, send)
+        else:
+            await django_asgi_app(scope, receive, send)
+
+    return http
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": _http_app(),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)
