@@ -193,6 +193,9 @@ class Generation:
     pending_text: list[str] = field(default_factory=list)
     pending_reasoning: list[str] = field(default_factory=list)
     seq: int = 0
+    # How many parts of text/reasoning the published frames hold (what a snapshot may show).
+    shown_text: int = 0
+    shown_reasoning: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -223,8 +226,8 @@ class Generation:
             id=base.id,
             role=base.role,
             status=Message.Status.STREAMING,
-            content="".join(self.text),
-            reasoning="".join(self.reasoning),
+            content="".join(self.text[: self.shown_text]),
+            reasoning="".join(self.reasoning[: self.shown_reasoning]),
             model=base.model,
             streamed=base.streamed,
             elapsed_s=self.elapsed_ms() / 1000,
@@ -404,6 +407,10 @@ class GenerationService:
             generation.pending_text.clear()
             generation.pending_reasoning.clear()
             if (text or reasoning) and generation.turn.stream:
+                # No await between here and the seq increment in _publish: a snapshot taken
+                # meanwhile holds exactly the frames up to that seq.
+                generation.shown_text = len(generation.text)
+                generation.shown_reasoning = len(generation.reasoning)
                 await self._publish(
                     generation,
                     fragments.delta_frame(

@@ -1,0 +1,706 @@
+"""The upstream simulator, driven for real over HTTP (``python -m simulator`` under Daphne).
+
+The app's own tests trust the simulator to be byte-faithful to DashScope compatible mode, so
+these tests check the wire shapes against the reference capture, and that every fault and the
+request log behave as documented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from simulator.app import make_app
+from simulator.script import SimOptions, plan_answer, resolve_options
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"ttft": 0, "tps": 5000}
+ROLE_CHUNK_PREFIX = (
+    b'data: {"choices":[{"delta":{"content":"","role":"assistant"},"index":0,"logprobs":null,'
+    b'"finish_reason":null}],"object":"chat.completion.chunk","usage":null,"created":'
+)
+
+
+@dataclass
+class Sim:
+    """A running simulator subprocess and the base URL its banner announced."""
+
+    base: str
+    banner: str
+    process: subprocess.Popen[str]
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base}/v1/chat/completions"
+
+    @property
+    def log_url(self) -> str:
+        return self.base + "/_sim/requests"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _run_simulator(*extra: str, prefix: str = "") -> Iterator[Sim]:
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIM_")}
+    args = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)]
+    if prefix:
+        args += ["--prefix", prefix]
+    process = subprocess.Popen(
+        [*args, *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        banner = ""
+        while not banner.startswith("simulator listening"):
+            assert process.poll() is None, f"simulator exited: {process.stdout.read()}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "simulator did not start"
+            ready, _, _ = select.select([process.stdout], [], [], 0.2)
+            if ready:
+                banner = process.stdout.readline().strip()  # type: ignore[union-attr]
+        # The banner is printed once bound; the port must accept right away.
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        yield Sim(base=f"http://127.0.0.1:{port}{prefix}", banner=banner, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Sim]:
+    """One simulator for the module, with no API key and no prefix."""
+    with _run_simulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keyed_sim() -> Iterator[Sim]:
+    """A simulator that requires ``sk-test`` and lives under ``/simulator``."""
+    with _run_simulator("--api-key", "sk-test", prefix="/simulator") as running:
+        yield running
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain async client with timeouts generous enough for a loaded CI box."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+        yield http
+
+
+def _body(prompt: str, *, stream: bool = True, **sim: Any) -> dict[str, Any]:
+    return {
+        "model": "qwen-plus",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": prompt},
+        ],
+        "stream": stream,
+        "sim": {**FAST, **sim},
+    }
+
+
+async def _events(
+    client: httpx.AsyncClient, sim: Sim, body: dict[str, Any]
+) -> tuple[httpx.Response, list[str]]:
+    """All SSE ``data`` payloads of one streamed request, parsed by httpx-sse."""
+    async with aconnect_sse(client, "POST", sim.chat_url, json=body) as source:
+        data = [event.data async for event in source.aiter_sse()]
+        return source.response, data
+
+
+def _content(data: list[str]) -> str:
+    text = ""
+    for payload in data:
+        if payload == "[DONE]":
+            continue
+        for choice in json.loads(payload).get("choices", []):
+            text += choice["delta"].get("content") or ""
+    return text
+
+
+async def _log(client: httpx.AsyncClient, sim: Sim, sim_id: str) -> dict[str, Any]:
+    response = await client.get(f"{sim.log_url}/{sim_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _plan(entry: dict[str, Any]) -> list[str]:
+    return plan_answer(entry["model"], entry["messages"], SimOptions(**entry["options"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Shape of a normal stream
+# --------------------------------------------------------------------------------------------
+
+
+async def test_banner_and_model_list(sim: Sim, client: httpx.AsyncClient) -> None:
+    assert sim.banner == f"simulator listening on {sim.base}/v1"
+    response = await client.get(sim.base + "/v1/models")
+    assert response.status_code == 200
+    listing = response.json()
+    assert listing["object"] == "list"
+    assert {"id", "object", "created", "owned_by"} <= set(listing["data"][0])
+    assert "qwen-plus" in [model["id"] for model in listing["data"]]
+
+
+async def test_stream_shape_with_usage(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("Explain server-sent events.", tokens=30)
+    body["stream_options"] = {"include_usage": True}
+    response, data = await _events(client, sim, body)
+
+    assert response.headers["content-type"] == "text/event-stream;charset=UTF-8"
+    assert response.headers["cache-control"] == "no-cache"
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(payload) for payload in data[:-1]]
+    first, *content, finish, usage = chunks
+    sim_id = first["id"]
+    assert re.fullmatch(r"chatcmpl-[0-9a-f-]{36}", sim_id)
+    assert sim_id.removeprefix("chatcmpl-") == response.headers["x-request-id"]
+    assert first["choices"] == [
+        {
+            "delta": {"content": "", "role": "assistant"},
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
+    for chunk in chunks:
+        assert chunk["object"] == "chat.completion.chunk"
+        assert chunk["model"] == "qwen-plus"
+        assert chunk["id"] == sim_id
+        assert chunk["system_fingerprint"] is None
+        assert isinstance(chunk["created"], int)
+    assert content
+    for chunk in content:
+        (choice,) = chunk["choices"]
+        assert choice["finish_reason"] is None
+        assert set(choice["delta"]) == {"content"} and choice["delta"]["content"]
+        assert chunk["usage"] is None
+    assert finish["choices"] == [
+        {"finish_reason": "stop", "delta": {"content": ""}, "index": 0, "logprobs": None}
+    ]
+    assert finish["usage"] is None
+    assert usage["choices"] == []
+    assert usage["usage"]["completion_tokens"] == 30
+    assert usage["usage"]["total_tokens"] == (
+        usage["usage"]["prompt_tokens"] + usage["usage"]["completion_tokens"]
+    )
+
+
+async def test_stream_bytes_match_reference_layout(sim: Sim, client: httpx.AsyncClient) -> None:
+    async with client.stream("POST", sim.chat_url, json=_body("Hi there", tokens=8)) as response:
+        raw = await response.aread()
+    assert raw.startswith(ROLE_CHUNK_PREFIX)
+    assert raw.endswith(b"\n\ndata: [DONE]\n\n")
+    events = raw.split(b"\n\n")[:-1]
+    assert all(event.startswith(b"data: ") and b"\n" not in event for event in events)
+    # Compact separators; the top-level key order is the captured one.
+    for event in events[:-1]:
+        assert b'": ' not in event and b'", "' not in event
+        keys = list(json.loads(event[6:]))
+        assert keys == [
+            "choices",
+            "object",
+            "usage",
+            "created",
+            "system_fingerprint",
+            "model",
+            "id",
+        ]
+
+
+async def test_stream_without_usage_has_no_usage_chunk(sim: Sim, client: httpx.AsyncClient) -> None:
+    _, data = await _events(client, sim, _body("No usage please", tokens=10))
+    chunks = [json.loads(payload) for payload in data[:-1]]
+    assert all(chunk["choices"] for chunk in chunks)
+    assert all(chunk["usage"] is None for chunk in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert data[-1] == "[DONE]"
+
+
+async def test_text_matches_plan_and_log(sim: Sim, client: httpx.AsyncClient) -> None:
+    _, data = await _events(client, sim, _body("Compare polling and streaming", tokens=60))
+    sim_id = json.loads(data[0])["id"]
+    entry = await _log(client, sim, sim_id)
+    text = _content(data)
+    assert text == "".join(_plan(entry)) == entry["text"]
+    assert entry["tokens_sent"] == 60
+    assert entry["outcome"] == "complete"
+    assert entry["stream"] is True and entry["include_usage"] is False
+    assert entry["started_at"] <= entry["first_token_at"] <= entry["finished_at"]
+    assert entry["disconnected_at"] is None
+    listing = (await client.get(sim.log_url)).json()["requests"]
+    assert listing[-1]["sim_id"] == sim_id
+
+
+async def test_same_seed_same_text_other_seed_differs(sim: Sim, client: httpx.AsyncClient) -> None:
+    texts = []
+    for seed in (7, 7, 8):
+        _, data = await _events(client, sim, _body("Tell me about caching", tokens=40, seed=seed))
+        texts.append(_content(data))
+    assert texts[0] == texts[1]
+    assert texts[0] != texts[2]
+
+
+async def test_body_seed_is_the_default_seed(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("Seeded by the body", tokens=20)
+    body["seed"] = 42
+    _, data = await _events(client, sim, body)
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    assert entry["options"]["seed"] == 42
+
+
+async def test_chinese_prompt_gives_chinese_answer(sim: Sim, client: httpx.AsyncClient) -> None:
+    _, data = await _events(client, sim, _body("你是谁？", tokens=40))
+    text = _content(data)
+    cjk = sum("\u4e00" <= char <= "\u9fff" for char in text)
+    assert cjk > len(text) / 2
+    # Raw UTF-8 on the wire, never \u escapes.
+    assert all("\\u" not in payload for payload in data)
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    assert entry["options"]["lang"] == "zh"
+    chinese = [piece.strip() for piece in _plan(entry) if "\u4e00" <= piece[-1] <= "\u9fff"]
+    assert chinese and all(1 <= len(piece) <= 4 for piece in chinese)
+
+
+async def test_directive_overrides_body_and_is_not_prompt(
+    sim: Sim, client: httpx.AsyncClient
+) -> None:
+    body = _body("What is backpressure?\n#sim tokens=12 seed=5", tokens=30, seed=1)
+    _, data = await _events(client, sim, body)
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    assert entry["options"]["tokens"] == 12 and entry["options"]["seed"] == 5
+    _, plain = await _events(client, sim, _body("What is backpressure?", tokens=12, seed=5))
+    assert _content(data) == _content(plain)
+
+
+# --------------------------------------------------------------------------------------------
+# Non-streaming
+# --------------------------------------------------------------------------------------------
+
+
+async def test_non_streaming_json(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("Summarise the trade-offs", stream=False, tokens=25)
+    response = await client.post(sim.chat_url, json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    obj = response.json()
+    assert list(obj) == [
+        "choices",
+        "object",
+        "usage",
+        "created",
+        "system_fingerprint",
+        "model",
+        "id",
+    ]
+    assert obj["object"] == "chat.completion"
+    (choice,) = obj["choices"]
+    assert choice["finish_reason"] == "stop" and choice["index"] == 0
+    assert choice["message"]["role"] == "assistant"
+    entry = await _log(client, sim, obj["id"])
+    assert choice["message"]["content"] == "".join(_plan(entry)) == entry["text"]
+    assert obj["usage"]["completion_tokens"] == 25
+    assert obj["usage"]["total_tokens"] == obj["usage"]["prompt_tokens"] + 25
+    assert entry["stream"] is False and entry["outcome"] == "complete"
+
+
+async def test_max_tokens_truncates_with_length(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("Long answer please", tokens=50)
+    body["max_tokens"] = 10
+    body["stream_options"] = {"include_usage": True}
+    _, data = await _events(client, sim, body)
+    chunks = [json.loads(payload) for payload in data[:-1]]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 10
+    entry = await _log(client, sim, chunks[0]["id"])
+    assert _content(data) == "".join(_plan(entry)[:10])
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and faults
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        pytest.param("401", 401, "invalid_api_key", id="401"),
+        pytest.param("403", 403, "access_denied", id="403"),
+        pytest.param("429", 429, "limit_requests", id="429"),
+        pytest.param("400", 400, "invalid_parameter_error", id="400"),
+        pytest.param("500", 500, "internal_error", id="500"),
+        pytest.param("503", 503, "ModelUnavailable", id="503"),
+    ],
+)
+async def test_http_faults(
+    sim: Sim, client: httpx.AsyncClient, fault: str, status: int, code: str
+) -> None:
+    response = await client.post(sim.chat_url, json=_body("fail please", fault=fault))
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error", "request_id"]
+    assert body["error"]["code"] == code
+    assert body["error"]["param"] is None
+    assert "retry-after" not in response.headers
+    entry = (await client.get(sim.log_url)).json()["requests"][-1]
+    assert entry["outcome"] == f"fault:{fault}"
+    assert entry["sim_id"] == f"chatcmpl-{body['request_id']}"
+
+
+async def test_429_retry_after_header(sim: Sim, client: httpx.AsyncClient) -> None:
+    response = await client.post(sim.chat_url, json=_body("x", fault="429", retry_after=3))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+
+
+async def test_exact_401_body(sim: Sim, client: httpx.AsyncClient) -> None:
+    response = await client.post(sim.chat_url, json=_body("x", fault="401"))
+    request_id = response.json()["request_id"]
+    assert (
+        response.content
+        == (
+            '{"error":{"message":"Incorrect API key provided. For details, see: '
+            'https://help.aliyun.com/zh/model-studio/error-code#apikey-error",'
+            '"type":"invalid_request_error","param":null,"code":"invalid_api_key"},'
+            f'"request_id":"{request_id}"}}'
+        ).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        pytest.param(b"{not json", "Required body invalid", id="malformed-json"),
+        pytest.param(
+            json.dumps(
+                {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}
+            ).encode(),
+            "Range of max_tokens should be [1, 8192]",
+            id="max-tokens-range",
+        ),
+        pytest.param(
+            json.dumps({"model": "m", "messages": []}).encode(), "messages", id="no-messages"
+        ),
+        pytest.param(
+            json.dumps(
+                {"model": "m", "messages": [{"role": "user", "content": "x"}], "sim": {"bogus": 1}}
+            ).encode(),
+            "unknown sim option",
+            id="unknown-option",
+        ),
+    ],
+)
+async def test_bad_requests_get_400(
+    sim: Sim, client: httpx.AsyncClient, content: bytes, needle: str
+) -> None:
+    response = await client.post(
+        sim.chat_url, content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameter_error"
+    assert error["type"] == "invalid_request_error"
+    assert needle in error["message"]
+
+
+async def test_eof_fault_ends_without_finish_or_done(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("cut me off", tokens=40, fault="eof", fault_after=6)
+    body["stream_options"] = {"include_usage": True}
+    _, data = await _events(client, sim, body)
+    assert "[DONE]" not in data
+    chunks = [json.loads(payload) for payload in data]
+    assert all(chunk["choices"][0]["finish_reason"] is None for chunk in chunks)
+    entry = await _log(client, sim, chunks[0]["id"])
+    assert entry["outcome"] == "fault:eof"
+    assert entry["tokens_sent"] == 6
+    assert _content(data) == "".join(_plan(entry)[:6]) == entry["text"]
+
+
+async def test_midstream_error_fault(sim: Sim, client: httpx.AsyncClient) -> None:
+    _, data = await _events(client, sim, _body("moderate me", tokens=40, fault="midstream_error"))
+    assert "[DONE]" not in data
+    assert data[-1] == (
+        '{"error":{"message":"Output data may contain inappropriate content.",'
+        '"type":"data_inspection_failed","param":null,"code":"data_inspection_failed"}}'
+    )
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    assert entry["tokens_sent"] == 5
+    assert entry["outcome"] == "fault:midstream_error"
+
+
+async def test_stall_holds_until_client_leaves(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("stall", tokens=40, fault="stall", fault_after=3)
+    received: list[str] = []
+    with pytest.raises(httpx.ReadTimeout):
+        async with aconnect_sse(
+            client, "POST", sim.chat_url, json=body, timeout=httpx.Timeout(5.0, read=0.5)
+        ) as source:
+            async for event in source.aiter_sse():
+                received.append(event.data)
+    assert len(received) >= 2  # role chunk + at least one content chunk
+    entry = await _wait_for_outcome(client, sim, json.loads(received[0])["id"], "disconnected")
+    assert entry["tokens_sent"] == 3
+    assert entry["options"]["fault"] == "stall"
+
+
+async def test_slow_headers_delay_response_start(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("slow", tokens=5, fault="slow_headers", delay=0.4)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(sim.chat_url, json=body, timeout=httpx.Timeout(5.0, read=0.15))
+    started = time.monotonic()
+    body["sim"]["delay"] = 0.2
+    _, data = await _events(client, sim, body)
+    assert time.monotonic() - started >= 0.2
+    assert data[-1] == "[DONE]"
+
+
+# --------------------------------------------------------------------------------------------
+# Wire robustness options
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"fragment": 1}, id="fragment"),
+        pytest.param({"crlf": 1}, id="crlf"),
+        pytest.param({"weird": 1}, id="weird"),
+        pytest.param({"shuffle": 1}, id="shuffle"),
+        pytest.param({"keepalive": 1}, id="keepalive"),
+        pytest.param({"fragment": 1, "crlf": 1, "weird": 1, "keepalive": 1}, id="all"),
+    ],
+)
+async def test_wire_options_still_parse_to_plan(
+    sim: Sim, client: httpx.AsyncClient, options: dict[str, int]
+) -> None:
+    body = _body("多字节的中文回答 with some English", tokens=60, lang="zh", **options)
+    _, data = await _events(client, sim, body)
+    assert data[-1] == "[DONE]"
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    text = _content(data)
+    assert text == "".join(_plan(entry)) == entry["text"]
+    if options.get("weird"):
+        assert "\u2028" in text and "\u0085" in text
+
+
+async def test_fragment_splits_inside_utf8_characters(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("请用中文回答", tokens=30, fragment=1, crlf=1)
+    async with client.stream("POST", sim.chat_url, json=body) as response:
+        pieces = [piece async for piece in response.aiter_raw()]
+    raw = b"".join(pieces)
+    assert raw.startswith(ROLE_CHUNK_PREFIX.replace(b"\n", b"\r\n"))
+    assert raw.endswith(b"\r\n\r\ndata: [DONE]\r\n\r\n")
+    assert len(pieces) > raw.count(b"data: ")
+    undecodable = 0
+    for piece in pieces:
+        try:
+            piece.decode()
+        except UnicodeDecodeError:
+            undecodable += 1
+    assert undecodable > 0
+
+
+async def test_keepalive_comments_while_waiting(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("ping me", tokens=5, ttft=0.35, keepalive=1)
+    async with client.stream("POST", sim.chat_url, json=body) as response:
+        raw = await response.aread()
+    before_content = raw.split(b'"delta":{"content":"', 2)[1]
+    assert raw.count(b": keep-alive\n\n", 0, len(raw) - len(before_content)) >= 2
+
+
+async def test_stamp_prefixes_send_time(sim: Sim, client: httpx.AsyncClient) -> None:
+    _, data = await _events(client, sim, _body("stamp it", tokens=10, tps=200, stamp=1))
+    received = time.time()
+    stamps = []
+    for payload in data[1:-2]:
+        text = json.loads(payload)["choices"][0]["delta"]["content"]
+        match = re.match(r"⟦(\d+\.\d{6})⟧", text)
+        assert match, text
+        stamps.append(float(match.group(1)))
+    assert stamps == sorted(stamps)
+    assert received - 5 < stamps[0] <= received
+
+
+async def test_tokens_due_together_are_coalesced(sim: Sim, client: httpx.AsyncClient) -> None:
+    # Everything is due at once: chunks carry several tokens, like "云的超大规模语言".
+    _, burst = await _events(client, sim, _body("burst", tokens=60, tps=1e6))
+    assert len(burst) - 3 < 60
+    # coalesce=1 keeps one token per chunk however far behind the sender is.
+    _, single = await _events(client, sim, _body("burst", tokens=60, tps=1e6, coalesce=1))
+    assert len(single) - 3 == 60
+    assert _content(burst) == _content(single)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and cancellation
+# --------------------------------------------------------------------------------------------
+
+
+async def _timed_stream(
+    client: httpx.AsyncClient, sim: Sim, body: dict[str, Any]
+) -> tuple[float, float, float]:
+    """Seconds from request to the role chunk, to first content, and to the finish chunk."""
+    start = time.monotonic()
+    marks: list[float] = []
+    async with aconnect_sse(client, "POST", sim.chat_url, json=body) as source:
+        async for _event in source.aiter_sse():
+            marks.append(time.monotonic() - start)
+    return marks[0], marks[1], marks[-2]
+
+
+async def test_ttft_and_tps_are_honoured(sim: Sim, client: httpx.AsyncClient) -> None:
+    role, first, _ = await _timed_stream(client, sim, _body("ttft", tokens=3, ttft=0.3))
+    assert role < first
+    assert first >= 0.28
+    assert first - role >= 0.25
+
+    _, slow_first, slow_end = await _timed_stream(client, sim, _body("tps", tokens=30, tps=100))
+    _, fast_first, fast_end = await _timed_stream(client, sim, _body("tps", tokens=30, tps=3000))
+    slow = slow_end - slow_first
+    fast = fast_end - fast_first
+    assert slow >= 0.2  # 29 intervals at 100 tokens/s is 0.29 s
+    assert fast < slow / 2
+
+
+async def test_client_disconnect_is_recorded(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("a long answer to abandon", tokens=400, tps=40)
+    seen = 0
+    async with aconnect_sse(client, "POST", sim.chat_url, json=body) as source:
+        async for event in source.aiter_sse():
+            sim_id = json.loads(event.data)["id"]
+            seen += 1
+            if seen == 4:
+                break
+    closed_at = time.time()
+    entry = await _wait_for_outcome(client, sim, sim_id, "disconnected", within=0.2)
+    assert entry["disconnected_at"] - closed_at < 0.2
+    assert 3 <= entry["tokens_sent"] < 400
+    await asyncio.sleep(0.3)
+    later = await _log(client, sim, sim_id)
+    assert later["tokens_sent"] == entry["tokens_sent"]
+    assert later["text"] == "".join(_plan(later)[: later["tokens_sent"]])
+
+
+async def _wait_for_outcome(
+    client: httpx.AsyncClient, sim: Sim, sim_id: str, outcome: str, within: float = 2.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        entry = await _log(client, sim, sim_id)
+        if entry["outcome"] == outcome:
+            return entry
+        assert time.monotonic() < deadline, entry
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# Auth, prefix, routing
+# --------------------------------------------------------------------------------------------
+
+
+async def test_api_key_and_prefix(keyed_sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("auth", tokens=5)
+    for headers in ({}, {"authorization": "Bearer sk-wrong"}):
+        response = await client.post(keyed_sim.chat_url, json=body, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    ok = await client.post(
+        keyed_sim.chat_url, json=body, headers={"authorization": "Bearer sk-test"}
+    )
+    assert ok.status_code == 200
+    models = await client.get(keyed_sim.base + "/v1/models")
+    assert models.status_code == 401
+    unprefixed = keyed_sim.base.removesuffix("/simulator") + "/v1/chat/completions"
+    missing = await client.post(unprefixed, json=body)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    log = (await client.get(keyed_sim.log_url)).json()["requests"]
+    assert [entry["outcome"] for entry in log] == ["rejected:401", "rejected:401", "complete"]
+
+
+async def test_unknown_route_is_json_404(sim: Sim, client: httpx.AsyncClient) -> None:
+    response = await client.get(sim.base + "/v1/nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
+    assert (await client.get(sim.log_url + "/chatcmpl-missing")).status_code == 404
+
+
+async def test_lifespan_completes() -> None:
+    app = make_app()
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        inbox.put_nowait({"type": kind})
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await asyncio.wait_for(app({"type": "lifespan"}, inbox.get, send), timeout=2)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+# --------------------------------------------------------------------------------------------
+# plan_answer, in process
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 5, 13, 40, 150, 400, 900])
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_plan_has_exact_length_and_balanced_markdown(tokens: int, lang: str) -> None:
+    messages = [{"role": "user", "content": "Explain streaming responses"}]
+    opts = resolve_options("qwen-plus", messages, body_sim={"tokens": tokens, "lang": lang})
+    pieces = plan_answer("qwen-plus", messages, opts)
+    assert len(pieces) == tokens
+    assert all(pieces)
+    text = "".join(pieces)
+    assert text.count("```") % 2 == 0
+    assert text.rstrip()[-1] in ".。"
+    if tokens >= 400:
+        assert re.search(r"^#{2,3} ", text, re.MULTILINE)
+        assert re.search(r"^- ", text, re.MULTILINE)
+    assert plan_answer("qwen-plus", messages, opts) == pieces
+
+
+def test_defaults_are_deterministic_and_in_range() -> None:
+    messages = [{"role": "user", "content": "hello"}]
+    first = resolve_options("qwen-plus", messages)
+    assert first == resolve_options("qwen-plus", messages)
+    assert 0.3 <= first.ttft <= 0.5
+    assert 30 <= first.tps <= 50
+    assert 150 <= first.tokens <= 400
+    assert first.lang == "en" and first.seed == 0
+    overridden = resolve_options("qwen-plus", messages, defaults={"tps": 99}, body_sim={"tps": 12})
+    assert overridden.tps == 12 and overridden.ttft == first.ttft
