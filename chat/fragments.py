@@ -47,6 +47,14 @@ class MessageView:
         return render_markdown(self.content) if self.content else ""
 
     @property
+    def ttft_s(self) -> float | None:
+        return None if self.ttft_ms is None else self.ttft_ms / 1000
+
+    @property
+    def total_s(self) -> float | None:
+        return None if self.total_ms is None else self.total_ms / 1000
+
+    @property
     def tokens_per_second(self) -> float | None:
         """Completion tokens over the time they took to arrive (after the first, if streamed)."""
         if not self.completion_tokens or self.total_ms is None:
@@ -93,12 +101,31 @@ def render_composer_actions(streaming_answer_id: int | None) -> str:
     )
 
 
-def turn_frame(user: MessageView | None, answer: MessageView, *, drop_retry: bool) -> str:
+def title_frame(conversation_id: int, title: str) -> str:
+    """A conversation named by its first message: the header and the sidebar show it."""
+    safe = escape(title)
+    return (
+        f'<input id="title" name="title" value="{safe}" maxlength="200" required'
+        ' hx-swap-oob="true">'
+        f'<a id="conversation-{conversation_id}-link" hx-swap-oob="innerHTML">{safe}</a>'
+    )
+
+
+def turn_frame(
+    conversation_id: int,
+    user: MessageView | None,
+    answer: MessageView,
+    *,
+    drop_retry: bool,
+    new_title: str = "",
+) -> str:
     """A new exchange: the user's message (none on retry) and the empty answer join the log."""
     articles = (render_message(user) if user else "") + render_message(answer)
     stale = '<button id="retry-button" hx-swap-oob="delete"></button>' if drop_retry else ""
+    titled = title_frame(conversation_id, new_title) if new_title else ""
     return (
         stale
+        + titled
         + f'<div hx-swap-oob="beforeend:#messages">{articles}</div>'
         + render_composer_actions(answer.id)
         + '<div id="alerts" hx-swap-oob="innerHTML"></div>'

@@ -54,6 +54,7 @@ class Turn:
     answer: fragments.MessageView
     user: fragments.MessageView | None = None
     drop_retry: bool = False
+    new_title: str = ""
 
 
 def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
@@ -131,8 +132,8 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         )
         answer = _new_answer(conversation)
         conversation.updated_at = timezone.now()
-        if not conversation.title:
-            conversation.title = " ".join(text.split())[:60]
+        new_title = "" if conversation.title else " ".join(text.split())[:60]
+        conversation.title = conversation.title or new_title
         conversation.save(update_fields=["updated_at", "title"])
     return Turn(
         conversation_id=conversation.pk,
@@ -142,6 +143,7 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         answer=fragments.message_view(answer, is_latest=True),
         user=fragments.message_view(user),
         drop_retry=drop_retry,
+        new_title=new_title,
     )
 
 
@@ -318,7 +320,13 @@ class GenerationService:
     async def _start(self, turn: Turn, origin: str | None) -> Generation:
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
-        html = fragments.turn_frame(turn.user, turn.answer, drop_retry=turn.drop_retry)
+        html = fragments.turn_frame(
+            turn.conversation_id,
+            turn.user,
+            turn.answer,
+            drop_retry=turn.drop_retry,
+            new_title=turn.new_title,
+        )
         await self._publish(generation, html, kind="turn")
         generation.reader = asyncio.create_task(
             self._read(generation), name=f"generation-{generation.answer_id}-reader"

@@ -151,7 +151,7 @@ def app(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The app pointed at the simulator, with a short idle timeout for the timeout tests."""
     instance, process = start_app(
         tmp_path_factory.mktemp("app"),
-        {"LLM_API_BASE": simulator.base_url, "LLM_READ_TIMEOUT": "1.5"},
+        {"LLM_API_BASE": simulator.base_url, "LLM_READ_TIMEOUT": "3"},
     )
     try:
         yield instance

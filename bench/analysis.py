@@ -1,0 +1,237 @@
+"""Turn recorded frames and the simulator's log into figures, and check every answer.
+
+Latency comes from the simulator's send stamps (``stamp=1``: each content chunk starts with
+``⟦<time.time()>⟧``), compared with when the client received the frame holding it; both clocks
+are this machine's wall clock, so no synchronisation is needed. A coalesced frame holds several
+stamps and each counts: a token that waited 29 ms for its frame is a 29 ms sample.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.client import StreamRecord
+from tests.conftest import Frame
+
+STAMP = re.compile(r"⟦(\d+\.\d+)⟧")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0-100) of unsorted values; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ws_frame_bytes(payload: str) -> int:
+    """Bytes on the wire for one unmasked server text frame (no compression is negotiated)."""
+    size = len(payload.encode())
+    header = 2 if size < 126 else 4 if size < 65536 else 10
+    return size + header
+
+
+@dataclass
+class StreamFacts:
+    """One answer, checked against what the upstream sent."""
+
+    marker: str
+    verdict: str
+    latencies_ms: list[float] = field(default_factory=list)
+    first_token_ms: float | None = None
+    delta_frames: int = 0
+    tokens: int = 0
+    upstream_tokens: int = 0
+    first_delta_at: float | None = None
+    last_delta_at: float | None = None
+    finished_at: float | None = None
+    delivered_tps: float | None = None
+    upstream_tps: float | None = None
+    delivery_times: list[tuple[float, int]] = field(default_factory=list)
+    bytes_turn: int = 0
+    bytes_deltas: int = 0
+    bytes_final: int = 0
+    bytes_other: int = 0
+    answer_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes_turn + self.bytes_deltas + self.bytes_final + self.bytes_other
+
+
+def _rate(count: int, start: float | None, end: float | None) -> float | None:
+    """Tokens per second between the first and the last of ``count`` tokens."""
+    if count < 2 or start is None or end is None or end <= start:
+        return None
+    return (count - 1) / (end - start)
+
+
+def _verdict(record: StreamRecord, deltas: list[tuple[int, str]], sim: dict[str, Any]) -> str:
+    """"ok", or what went wrong: stuck, error, lost, duplicated, reordered, out-of-order frames."""
+    if record.error:
+        return f"error ({record.error[:80]})"
+    if record.final is None:
+        return "stuck (no final frame)"
+    status = record.final.get("data-status")
+    if status != "complete":
+        return f"final status {status}"
+    if sim.get("outcome") != "complete":
+        return f"upstream outcome {sim.get('outcome')}"
+    seqs = [seq for seq, _ in deltas]
+    if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)):
+        return "frames out of order (data-seq)"
+    streamed = "".join(text for _, text in deltas)
+    expected = sim.get("text", "")
+    if streamed == expected:
+        return "ok"
+    got, want = STAMP.findall(streamed), STAMP.findall(expected)
+    counts = Counter(got)
+    if any(n > 1 for n in counts.values()):
+        return "duplicated text"
+    if set(want) - set(got):
+        return "lost text"
+    if got != want:
+        return "reordered text"
+    return "text differs"
+
+
+def _classify_bytes(facts: StreamFacts, frames: Iterable[Frame], answer_id: int | None) -> None:
+    for index, frame in enumerate(frames):
+        size = ws_frame_bytes(frame.html)
+        if frame.deltas:
+            facts.bytes_deltas += size
+        elif answer_id is not None and frame.final_for(answer_id):
+            facts.bytes_final += size
+        elif index == 0:
+            facts.bytes_turn += size
+        else:
+            facts.bytes_other += size
+
+
+def analyse_stream(record: StreamRecord, sim: dict[str, Any] | None) -> StreamFacts:
+    """Latency samples, frames, rates, bytes and a verdict for one stream."""
+    if sim is None:
+        return StreamFacts(record.marker, "no upstream request logged")
+    frames = [Frame(raw, at) for at, raw in record.frames]
+    deltas: list[tuple[int, str]] = []
+    facts = StreamFacts(record.marker, "")
+    expected_stamps = [float(s) for s in STAMP.findall(sim.get("text", ""))]
+    for frame in frames:
+        texts = [(seq, text) for aid, seq, text in frame.deltas if aid == record.answer_id]
+        if not texts:
+            continue
+        deltas.extend(texts)
+        facts.delta_frames += 1
+        stamps = [float(s) for _, text in texts for s in STAMP.findall(text)]
+        facts.latencies_ms.extend((frame.at - s) * 1000 for s in stamps)
+        if facts.first_delta_at is None:
+            facts.first_delta_at = frame.at
+            if stamps and expected_stamps and stamps[0] == expected_stamps[0]:
+                facts.first_token_ms = (frame.at - stamps[0]) * 1000
+        facts.last_delta_at = frame.at
+        facts.tokens += len(stamps)
+        facts.delivery_times.append((frame.at, len(stamps)))
+    facts.verdict = _verdict(record, deltas, sim)
+    facts.finished_at = record.finished_at
+    facts.upstream_tokens = int(sim.get("tokens_sent") or 0)
+    facts.delivered_tps = _rate(facts.tokens, facts.first_delta_at, facts.last_delta_at)
+    if expected_stamps:
+        facts.upstream_tps = _rate(len(expected_stamps), expected_stamps[0], expected_stamps[-1])
+    facts.answer_bytes = len(sim.get("text", "").encode())
+    _classify_bytes(facts, frames, record.answer_id)
+    return facts
+
+
+def by_marker(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Simulator log entries keyed by the ``bench-…`` marker in their last user message."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        users = [m for m in entry.get("messages", []) if m.get("role") == "user"]
+        if users and (match := re.match(r"(bench-[\w-]+)", str(users[-1].get("content", "")))):
+            out[match.group(1)] = entry
+    return out
+
+
+@dataclass
+class LevelSummary:
+    """Pooled figures for a set of concurrent streams."""
+
+    streams: int
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    first_p50_ms: float
+    first_p99_ms: float
+    first_missing: int
+    frames_per_answer: float
+    tokens_per_answer: float
+    complete: int
+    problems: dict[str, int]
+    delivered_tps_per_stream: float
+    upstream_tps_per_stream: float
+    aggregate_tps: float
+    aggregate_window_s: float
+    aggregate_upstream_tps: float
+
+
+def _steady_window(facts: Sequence[StreamFacts]) -> tuple[float, float]:
+    """When every stream was delivering: from the last first delta to the first final.
+
+    Falls back to the whole span when that window is shorter than a second (short answers).
+    """
+    starts = [f.first_delta_at for f in facts if f.first_delta_at is not None]
+    ends = [f.last_delta_at for f in facts if f.last_delta_at is not None]
+    if not starts or not ends:
+        return 0.0, 0.0
+    low, high = max(starts), min(ends)
+    if high - low < 1.0:
+        low, high = min(starts), max(ends)
+    return low, high
+
+
+def _tokens_between(facts: Sequence[StreamFacts], low: float, high: float) -> int:
+    return sum(n for f in facts for at, n in f.delivery_times if low <= at <= high)
+
+
+def summarise(facts: Sequence[StreamFacts], offered_tps: float) -> LevelSummary:
+    """Pool every stream's samples; rates are per stream and over the steady window."""
+    latencies = [x for f in facts for x in f.latencies_ms]
+    firsts = [f.first_token_ms for f in facts if f.first_token_ms is not None]
+    problems = Counter(f.verdict for f in facts if not f.ok)
+    low, high = _steady_window(facts)
+    window = high - low
+    delivered = [f.delivered_tps for f in facts if f.delivered_tps is not None]
+    upstream = [f.upstream_tps for f in facts if f.upstream_tps is not None]
+    count = max(len(facts), 1)
+    return LevelSummary(
+        streams=len(facts),
+        samples=len(latencies),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        max_ms=max(latencies, default=math.nan),
+        first_p50_ms=percentile(firsts, 50),
+        first_p99_ms=percentile(firsts, 99),
+        first_missing=len(facts) - len(firsts),
+        frames_per_answer=sum(f.delta_frames for f in facts) / count,
+        tokens_per_answer=sum(f.tokens for f in facts) / count,
+        complete=len(facts) - sum(problems.values()),
+        problems=dict(problems),
+        delivered_tps_per_stream=sum(delivered) / max(len(delivered), 1),
+        upstream_tps_per_stream=sum(upstream) / max(len(upstream), 1),
+        aggregate_tps=_tokens_between(facts, low, high) / window if window > 0 else math.nan,
+        aggregate_window_s=window,
+        aggregate_upstream_tps=offered_tps,
+    )

@@ -1,0 +1,164 @@
+"""The chat in a real browser: Debian's chromium driven by Playwright.
+
+Skipped (with the reason in the summary) where chromium is not installed, unless
+STREAMSIDE_REQUIRE_BROWSER=1 (as in CI), where a missing browser fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from .conftest import App, Simulator
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if CHROMIUM is None:
+        if os.environ.get("STREAMSIDE_REQUIRE_BROWSER") == "1":
+            pytest.fail(
+                "chromium is required here (STREAMSIDE_REQUIRE_BROWSER=1) but not installed"
+            )
+        pytest.skip("browser tests need Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """Console errors (CSP violations among them) and uncaught exceptions seen on the page."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, app: App, problems: list[str]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_type_watch_it_grow_reload_and_find_it_in_history(
+    page: Page, app: App, simulator: Simulator, problems: list[str]
+) -> None:
+    p = page
+    p.goto(app.url + "/")
+    p.get_by_role("button", name="Start a new chat").click()
+
+    box = p.get_by_role("textbox", name="Message")
+    box.click()
+    box.type("Tell me about rivers [t-browser]")
+    box.press("Shift+Enter")  # a new line, not a send
+    box.type("#sim tokens=120 tps=30 ttft=0.3 seed=7")
+    assert box.input_value().count("\n") == 1
+    box.press("Enter")
+
+    answer = p.locator('article[data-role="assistant"]').last
+    log = p.get_by_role("log")
+    # The question is in the log, the answer is streaming and "Send" became "Stop".
+    log.locator('article[data-role="user"]').filter(has_text="[t-browser]").wait_for()
+    assert answer.get_attribute("data-status") == "streaming"
+    p.get_by_role("button", name="Stop").wait_for()
+    assert box.input_value() == ""  # the box was cleared once the server took the message
+    nav = p.get_by_role("navigation", name="Conversations")
+    nav.get_by_text("Tell me about rivers").wait_for()  # named after its first message, live
+
+    # It grows while we watch.
+    body = answer.locator(".message__body")
+    lengths = []
+    deadline = time.monotonic() + 10
+    while len(lengths) < 3 and time.monotonic() < deadline:
+        text = body.inner_text()
+        if text and (not lengths or len(text) > lengths[-1]):
+            lengths.append(len(text))
+        time.sleep(0.25)
+    assert len(lengths) == 3 and lengths[0] < lengths[1] < lengths[2]
+    assert answer.get_attribute("data-status") == "streaming"
+
+    p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
+    p.get_by_role("button", name="Send").wait_for()
+    assert "tokens/s" in answer.inner_text()
+    expected = simulator.request_for("[t-browser]")["text"]
+    first_line = expected.strip().splitlines()[0].lstrip("#").strip()
+    shown = answer.inner_text()
+    assert first_line[:40] in shown
+
+    # Reload: the answer is in the history, rendered, and the conversation is in the sidebar.
+    p.reload()
+    saved = p.locator('article[data-role="assistant"]').last
+    assert saved.get_attribute("data-status") == "complete"
+    assert first_line[:40] in saved.inner_text()
+    assert "Tell me about rivers" in nav.inner_text()
+    assert problems == []
+
+
+def test_stop_in_the_browser_keeps_the_partial_answer(
+    page: Page, app: App, problems: list[str]
+) -> None:
+    p = page
+    p.goto(app.url + "/")
+    p.get_by_role("button", name="Start a new chat").click()
+    box = p.get_by_role("textbox", name="Message")
+    box.fill("Long answer please [t-browser-stop]\n#sim tokens=400 tps=20 ttft=0.1")
+    box.press("Enter")
+    answer = p.locator('article[data-role="assistant"]').last
+    answer.locator(".message__body").filter(has_text=" ").wait_for()
+    p.get_by_role("button", name="Stop").click()
+    p.wait_for_selector('article[data-role="assistant"][data-status="stopped"]')
+    assert "Stopped." in answer.inner_text()
+    assert p.get_by_role("button", name="Retry").is_visible()
+    p.reload()
+    assert p.locator('article[data-status="stopped"] .message__body').inner_text().strip()
+    assert problems == []
+
+
+def test_stream_off_shows_a_live_timer_then_the_whole_answer(
+    page: Page, app: App, simulator: Simulator, problems: list[str]
+) -> None:
+    p = page
+    p.goto(app.url + "/")
+    p.get_by_role("button", name="Start a new chat").click()
+    with p.expect_response(lambda r: r.url.endswith("/settings/")):
+        p.get_by_role("checkbox", name="Stream").uncheck()
+    box = p.get_by_role("textbox", name="Message")
+    box.fill("All at once [t-browser-off]\n#sim tokens=40 tps=40 ttft=0.3")
+    box.press("Enter")
+    answer = p.locator('article[data-role="assistant"]').last
+    timer = answer.locator("[data-timer]")
+    timer.wait_for()
+    first = timer.inner_text()
+    time.sleep(0.5)
+    second = timer.inner_text()
+    assert first.startswith("waiting… ") and second.startswith("waiting… ")
+    assert float(second.split()[1]) > float(first.split()[1])  # it counts while we wait
+    assert answer.locator(".message__body").inner_text() == ""  # no text before the end
+    p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
+    assert simulator.request_for("[t-browser-off]")["stream"] is False
+    assert "stream off" in answer.inner_text() and "tokens/s" in answer.inner_text()
+    assert problems == []
