@@ -40,11 +40,22 @@ class MessageView:
     elapsed_s: float = 0.0
     seq: int | None = None
     is_latest: bool = False
+    committed: int = 0  # while streaming: how much of content is finished markdown blocks
 
     @property
     def html(self) -> str:
         """Sanitised markdown for finished assistant text."""
         return render_markdown(self.content) if self.content else ""
+
+    @property
+    def live_html(self) -> str:
+        """While streaming: the finished blocks, rendered."""
+        return render_markdown(self.content[: self.committed]) if self.committed else ""
+
+    @property
+    def live_tail(self) -> str:
+        """While streaming: the text after the last finished block, shown raw until it is."""
+        return self.content[self.committed :]
 
     @property
     def ttft_s(self) -> float | None:
@@ -132,8 +143,22 @@ def turn_frame(
     )
 
 
-def delta_frame(answer_id: int, seq: int, text: str, reasoning: str, first: bool) -> str:
-    """Appends what arrived since the last frame; only the new characters travel."""
+def delta_frame(
+    answer_id: int,
+    seq: int,
+    text: str,
+    reasoning: str,
+    first: bool,
+    *,
+    block: str = "",
+    tail: str = "",
+) -> str:
+    """Appends what arrived since the last frame; only the new characters travel.
+
+    The raw text always travels as an append (the exact stream, numbered by ``data-seq``).
+    When it finishes a markdown ``block``, that block is appended rendered and the raw box is
+    left holding only the unfinished ``tail``.
+    """
     parts = []
     if first:
         parts.append(f'<p id="answer-{answer_id}-wait" hx-swap-oob="delete"></p>')
@@ -145,6 +170,11 @@ def delta_frame(answer_id: int, seq: int, text: str, reasoning: str, first: bool
         parts.append(
             f'<div hx-swap-oob="beforeend:#answer-{answer_id}-text" data-seq="{seq}">'
             f"{escape(text)}</div>"
+        )
+    if block:
+        parts.append(
+            f'<div hx-swap-oob="beforeend:#answer-{answer_id}-md">{render_markdown(block)}</div>'
+            f'<div id="answer-{answer_id}-text" hx-swap-oob="innerHTML">{escape(tail)}</div>'
         )
     return "".join(parts)
 

@@ -58,3 +58,35 @@ def render_markdown(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+class BlockSplitter:
+    """Cuts a growing markdown text into finished blocks and a raw tail, for live rendering.
+
+    A block is finished at a blank line outside a fenced code block: nothing that follows can
+    change how it renders (near enough; the final answer is rendered again as a whole). Each
+    block is rendered once, so live markdown costs O(n) overall, not a re-render per token.
+    """
+
+    def __init__(self) -> None:
+        self.tail = ""
+
+    def feed(self, text: str) -> str:
+        """Add streamed text; return the source of the blocks it finished (may be empty)."""
+        self.tail += text
+        fence = ""
+        cut = 0
+        start = 0
+        while (end := self.tail.find("\n", start)) != -1:
+            line = self.tail[start:end].strip()
+            if fence:
+                if line.startswith(fence) and not line[len(fence) :].strip(fence[0]).strip():
+                    fence = ""
+            elif line.startswith(("```", "~~~")):
+                marker = line[0]
+                fence = line[: len(line) - len(line.lstrip(marker))]
+            elif not line:
+                cut = end + 1
+            start = end + 1
+        block, self.tail = self.tail[:cut], self.tail[cut:]
+        return block

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from . import fragments, llm
 from .exceptions import ClientError
+from .markdown import BlockSplitter
 from .models import Conversation, Message, conversation_group
 from .owners import Owner
 
@@ -198,6 +199,8 @@ class Generation:
     # How many parts of text/reasoning the published frames hold (what a snapshot may show).
     shown_text: int = 0
     shown_reasoning: int = 0
+    blocks: BlockSplitter = field(default_factory=BlockSplitter)
+    committed: int = 0  # characters of shown text already sent as rendered markdown blocks
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -235,6 +238,7 @@ class Generation:
             elapsed_s=self.elapsed_ms() / 1000,
             seq=self.seq,
             is_latest=True,
+            committed=self.committed,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -419,13 +423,18 @@ class GenerationService:
                 # meanwhile holds exactly the frames up to that seq.
                 generation.shown_text = len(generation.text)
                 generation.shown_reasoning = len(generation.reasoning)
-                await self._publish(
-                    generation,
-                    fragments.delta_frame(
-                        generation.answer_id, generation.seq + 1, text, reasoning, not sent_first
-                    ),
-                    kind="delta",
+                block = generation.blocks.feed(text) if text else ""
+                generation.committed += len(block)
+                frame = fragments.delta_frame(
+                    generation.answer_id,
+                    generation.seq + 1,
+                    text,
+                    reasoning,
+                    not sent_first,
+                    block=block,
+                    tail=generation.blocks.tail,
                 )
+                await self._publish(generation, frame, kind="delta")
                 sent_first = True
             if generation.done:
                 break

@@ -7,6 +7,7 @@ STREAMSIDE_REQUIRE_BROWSER=1 (as in CI), where a missing browser fails the run i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -90,16 +91,19 @@ def test_type_watch_it_grow_reload_and_find_it_in_history(
     nav.get_by_text("Tell me about rivers").wait_for()  # named after its first message, live
 
     # It grows while we watch.
-    body = answer.locator(".message__body")
+    body = answer.locator(".message__tail")
     lengths = []
     deadline = time.monotonic() + 10
     while len(lengths) < 3 and time.monotonic() < deadline:
-        text = body.inner_text()
+        text = answer.inner_text()
         if text and (not lengths or len(text) > lengths[-1]):
             lengths.append(len(text))
         time.sleep(0.25)
     assert len(lengths) == 3 and lengths[0] < lengths[1] < lengths[2]
     assert answer.get_attribute("data-status") == "streaming"
+    # Finished paragraphs and headings are already markdown while the rest still streams in.
+    answer.locator(".markdown p, .markdown h2, .markdown h3").first.wait_for()
+    assert body.is_visible()
 
     p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
     p.get_by_role("button", name="Send").wait_for()
@@ -128,7 +132,7 @@ def test_stop_in_the_browser_keeps_the_partial_answer(
     box.fill("Long answer please [t-browser-stop]\n#sim tokens=400 tps=20 ttft=0.1")
     box.press("Enter")
     answer = p.locator('article[data-role="assistant"]').last
-    answer.locator(".message__body").filter(has_text=" ").wait_for()
+    answer.locator(".message__tail").filter(has_text=re.compile(r"\w+ \w+ \w+")).wait_for()
     p.get_by_role("button", name="Stop").click()
     p.wait_for_selector('article[data-role="assistant"][data-status="stopped"]')
     assert "Stopped." in answer.inner_text()
@@ -157,7 +161,7 @@ def test_stream_off_shows_a_live_timer_then_the_whole_answer(
     second = timer.inner_text()
     assert first.startswith("waiting… ") and second.startswith("waiting… ")
     assert float(second.split()[1]) > float(first.split()[1])  # it counts while we wait
-    assert answer.locator(".message__body").inner_text() == ""  # no text before the end
+    assert answer.locator(".message__tail").inner_text() == ""  # no text before the end
     p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
     assert simulator.request_for("[t-browser-off]")["stream"] is False
     assert "stream off" in answer.inner_text() and "tokens/s" in answer.inner_text()
