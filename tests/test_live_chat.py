@@ -370,3 +370,27 @@ def test_simulator_is_served_by_the_app_in_the_demo(tmp_path: Path) -> None:
         assert models["data"]
     finally:
         stop_process(process)
+
+
+async def test_the_api_key_never_reaches_the_browser_or_the_log(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    secret = "sk-test-NEVER-SHOW-4b1d"
+    app, process = start_app(tmp_path, {"LLM_API_BASE": simulator.base_url, "LLM_API_KEY": secret})
+    visitor = Visitor(app)
+    try:
+        conversation = visitor.new_conversation()
+        seen = [visitor.http.get(f"/c/{conversation}/").text]
+        async with visitor.socket(conversation) as ws:
+            for directive in ("fault=401", "tokens=5 tps=100 ttft=0.01"):
+                await send(ws, f"Key check [t-key]\n#sim {directive}")
+                _, frames, _ = await collect_answer(ws)
+                seen += [f.html for f in frames]
+        seen.append(visitor.http.get(f"/c/{conversation}/export.json").text)
+        seen.append(visitor.http.get(f"/c/{conversation}/").text)
+        assert "rejected the API key" in "".join(seen)
+        assert all(secret not in text for text in seen)
+    finally:
+        visitor.close()
+        stop_process(process)
+    assert secret not in app.log()

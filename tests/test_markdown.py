@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.markdown import render_markdown
+from chat.markdown import BlockSplitter, render_markdown
 
 
 def test_headings_lists_tables_and_code_render() -> None:
@@ -46,3 +46,25 @@ def test_links_are_kept_but_cannot_reach_back() -> None:
 
 def test_images_show_their_alt_text() -> None:
     assert "[image: a chart]" in render_markdown("![a chart](https://example.com/c.png)")
+
+
+def split_all(text: str, step: int) -> tuple[list[str], str]:
+    splitter = BlockSplitter()
+    blocks = [b for i in range(0, len(text), step) if (b := splitter.feed(text[i : i + step]))]
+    return blocks, splitter.tail
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_live_blocks_end_at_blank_lines_outside_code_fences(step: int) -> None:
+    text = "# Title\n\nOne\ntwo\n\n```py\na = 1\n\nb = 2\n```\n\n~~~\nx\n\n~~~\n\nTail, still going"
+    blocks, tail = split_all(text, step)
+    assert "".join(blocks) + tail == text  # nothing lost or repeated
+    assert "".join(blocks).endswith("~~~\n\n") and tail == "Tail, still going"
+    assert "```py\na = 1\n\nb = 2\n```\n\n" in blocks or step == 1000
+    for block in blocks:  # never cut inside a fence
+        assert block.count("```") % 2 == 0 and block.count("~~~") % 2 == 0
+
+
+def test_an_open_fence_holds_everything_back() -> None:
+    blocks, tail = split_all("Intro\n\n```\ncode\n\nmore code\n", 1)
+    assert blocks == ["Intro\n\n"] and tail == "```\ncode\n\nmore code\n"
