@@ -61,6 +61,7 @@ class StreamFacts:
     bytes_final: int = 0
     bytes_other: int = 0
     answer_bytes: int = 0
+    answer_chars: int = 0
 
     @property
     def ok(self) -> bool:
@@ -79,7 +80,7 @@ def _rate(count: int, start: float | None, end: float | None) -> float | None:
 
 
 def _verdict(record: StreamRecord, deltas: list[tuple[int, str]], sim: dict[str, Any]) -> str:
-    """"ok", or what went wrong: stuck, error, lost, duplicated, reordered, out-of-order frames."""
+    """ "ok", or what went wrong: stuck, error, lost, duplicated, reordered, out-of-order frames."""
     if record.error:
         return f"error ({record.error[:80]})"
     if record.final is None:
@@ -149,6 +150,7 @@ def analyse_stream(record: StreamRecord, sim: dict[str, Any] | None) -> StreamFa
     facts.delivered_tps = _rate(facts.tokens, facts.first_delta_at, facts.last_delta_at)
     if expected_stamps:
         facts.upstream_tps = _rate(len(expected_stamps), expected_stamps[0], expected_stamps[-1])
+    facts.answer_chars = len(sim.get("text", ""))
     facts.answer_bytes = len(sim.get("text", "").encode())
     _classify_bytes(facts, frames, record.answer_id)
     return facts
@@ -184,7 +186,7 @@ class LevelSummary:
     upstream_tps_per_stream: float
     aggregate_tps: float
     aggregate_window_s: float
-    aggregate_upstream_tps: float
+    offered_tps: float
 
 
 def _steady_window(facts: Sequence[StreamFacts]) -> tuple[float, float]:
@@ -233,5 +235,5 @@ def summarise(facts: Sequence[StreamFacts], offered_tps: float) -> LevelSummary:
         upstream_tps_per_stream=sum(upstream) / max(len(upstream), 1),
         aggregate_tps=_tokens_between(facts, low, high) / window if window > 0 else math.nan,
         aggregate_window_s=window,
-        aggregate_upstream_tps=offered_tps,
+        offered_tps=offered_tps,
     )

@@ -88,9 +88,7 @@ async def open_sockets(visitor: Visitor, conversation_ids: Sequence[int]) -> lis
         async with gate:
             return await visitor.socket(conversation_id)
 
-    results = await asyncio.gather(
-        *(open_one(c) for c in conversation_ids), return_exceptions=True
-    )
+    results = await asyncio.gather(*(open_one(c) for c in conversation_ids), return_exceptions=True)
     sockets = [r for r in results if not isinstance(r, BaseException)]
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:

@@ -414,6 +414,8 @@ class GenerationService:
         while True:
             await generation.wake.wait()
             generation.wake.clear()
+            # Read before draining: text that lands after this is still flushed next round.
+            finished = generation.done
             text = "".join(generation.pending_text)
             reasoning = "".join(generation.pending_reasoning)
             generation.pending_text.clear()
@@ -436,7 +438,7 @@ class GenerationService:
                 )
                 await self._publish(generation, frame, kind="delta")
                 sent_first = True
-            if generation.done:
+            if finished:
                 break
             now = time.perf_counter()
             if now - last_save >= self.save_interval and (saving is None or saving.done()):
