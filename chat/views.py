@@ -82,9 +82,12 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
     owner = Owner.from_request(request)
-    conversation = Conversation.objects.create(
-        model=settings.LLM_MODELS[0], **owner.new_conversation_fields()
-    )
+    # An untouched new chat is reused rather than piling up empty ones in the sidebar.
+    conversation = owner.conversations().filter(messages__isnull=True).first()
+    if conversation is None:
+        conversation = Conversation.objects.create(
+            model=settings.LLM_MODELS[0], **owner.new_conversation_fields()
+        )
     url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 

@@ -34,9 +34,17 @@ def test_the_page_has_the_chat_contract(client: Client) -> None:
 
 
 def test_index_opens_the_newest_conversation(client: Client) -> None:
-    new_chat(client)
+    older = new_chat(client)
+    Message.objects.create(conversation=older, role="user", content="hi")
     newer = new_chat(client)
+    assert newer != older
     assert client.get("/")["Location"] == f"/c/{newer.pk}/"
+
+
+def test_new_chat_reuses_an_untouched_one(client: Client) -> None:
+    first = new_chat(client)
+    assert new_chat(client) == first
+    assert Conversation.objects.count() == 1
 
 
 def test_history_shows_messages_in_order_with_their_status(client: Client) -> None:
