@@ -16,7 +16,7 @@ from . import fragments
 from .exceptions import ClientError
 from .models import conversation_group
 from .owners import Owner
-from .services import get_conversation, get_service
+from .services import FRAME_EVENT, get_conversation, get_service
 
 CLOSE_NOT_FOUND = 4404
 ACTIONS = {"send", "stop", "retry"}
@@ -98,6 +98,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=fragments.alert_frame(error.message))
             return
         await self.receive_json(content, **kwargs)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Runs for every message; frames skip channels' per-message database clean-up.
+
+        ``AsyncConsumer.dispatch`` calls ``close_old_connections`` in the sync thread before
+        each handler: a thread hop per frame per socket, for a handler that touches no database.
+        """
+        if message["type"] == FRAME_EVENT:
+            await self.chat_frame(message)
+        else:
+            await super().dispatch(message)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A frame from the service, for every socket in the group."""

@@ -6,8 +6,10 @@ once, so no more tokens are generated or billed). Two coroutines per answer:
 
 - the reader consumes ``llm.ChatClient.stream_reply`` events into an in-memory buffer;
 - the publisher sends what the buffer holds to the conversation's channel-layer group, at most
-  one frame per ``STREAM_FRAME_INTERVAL`` (the first token goes out at once, nothing is dropped),
-  and saves the text so far at most once per ``STREAM_SAVE_INTERVAL`` (never per token).
+  one frame per ``STREAM_FRAME_INTERVAL`` (the first token goes out at once, nothing is dropped).
+
+One saver task per service writes the text so far of every growing answer once per
+``STREAM_SAVE_INTERVAL``, in one database call (never per token, never per stream).
 
 Frames carry ready HTML and a per-answer sequence number, so a socket that joins mid-answer
 takes a snapshot and skips frames it already has.
@@ -171,10 +173,16 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     )
 
 
-def save_progress(answer_id: int, content: str, reasoning: str) -> None:
-    Message.objects.filter(pk=answer_id, status=Message.Status.STREAMING).update(
-        content=content, reasoning=reasoning
-    )
+def save_progress(rows: list[tuple[int, str, str]]) -> None:
+    """Save the text so far of several growing answers in one transaction.
+
+    Only rows still streaming are touched, so a late progress save never undoes a final one.
+    """
+    with transaction.atomic():
+        for answer_id, content, reasoning in rows:
+            Message.objects.filter(pk=answer_id, status=Message.Status.STREAMING).update(
+                content=content, reasoning=reasoning
+            )
 
 
 def save_final(answer_id: int, fields: Mapping[str, Any]) -> bool:
@@ -200,6 +208,7 @@ class Generation:
     shown_text: int = 0
     shown_reasoning: int = 0
     blocks: BlockSplitter = field(default_factory=BlockSplitter)
+    saved_size: tuple[int, int] = (0, 0)  # parts of text/reasoning in the last progress save
     committed: int = 0  # characters of shown text already sent as rendered markdown blocks
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -280,6 +289,7 @@ class GenerationService:
         self.running: dict[int, Generation] = {}
         self.frame_interval: float = settings.STREAM_FRAME_INTERVAL
         self.save_interval: float = settings.STREAM_SAVE_INTERVAL
+        self._saver: asyncio.Task[None] | None = None
 
     # Public API, called by the consumer and views ------------------------------------------
 
@@ -338,7 +348,35 @@ class GenerationService:
         generation.task = asyncio.create_task(
             self._run(generation), name=f"generation-{generation.answer_id}"
         )
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._save_loop(), name="generation-saver")
         return generation
+
+    async def _save_loop(self) -> None:
+        """While answers grow, save them all once per interval in one database call.
+
+        One call for every stream, not one per stream: at hundreds of streams, a thread hop
+        and a transaction each would cost more than the relay itself.
+        """
+        while self.running:
+            await asyncio.sleep(self.save_interval)
+            rows = []
+            for generation in list(self.running.values()):
+                size = (len(generation.text), len(generation.reasoning))
+                if not generation.done and size != generation.saved_size:
+                    generation.saved_size = size
+                    rows.append(
+                        (
+                            generation.answer_id,
+                            "".join(generation.text),
+                            "".join(generation.reasoning),
+                        )
+                    )
+            if rows:
+                try:
+                    await database_sync_to_async(save_progress)(rows)
+                except Exception:  # the final save still comes; keep the loop alive
+                    logger.exception("saving %d answers in progress failed", len(rows))
 
     async def _publish(self, generation: Generation, html: str, *, kind: str) -> None:
         generation.seq += 1
@@ -407,9 +445,7 @@ class GenerationService:
                 generation.error = event.error
 
     async def _publish_loop(self, generation: Generation) -> None:
-        """Send coalesced deltas; save periodically; finish with the final frame and save."""
-        last_save = time.perf_counter()
-        saving: asyncio.Task[None] | None = None
+        """Send coalesced deltas; at the end save the answer, then send the final frame."""
         sent_first = False
         while True:
             await generation.wake.wait()
@@ -440,19 +476,7 @@ class GenerationService:
                 sent_first = True
             if finished:
                 break
-            now = time.perf_counter()
-            if now - last_save >= self.save_interval and (saving is None or saving.done()):
-                last_save = now
-                saving = asyncio.create_task(
-                    database_sync_to_async(save_progress)(
-                        generation.answer_id,
-                        "".join(generation.text),
-                        "".join(generation.reasoning),
-                    )
-                )
             await asyncio.sleep(self.frame_interval)
-        if saving is not None:
-            await asyncio.gather(saving, return_exceptions=True)
         fields = generation.outcome()
         await database_sync_to_async(save_final)(generation.answer_id, fields)
         final = fragments.MessageView(

@@ -139,7 +139,11 @@ async def test_closing_the_tab_does_not_stop_the_answer(
         await send(ws, "Keep going [t-close]\n#sim tokens=40 tps=40 ttft=0.05")
         for _ in range(3):
             await asyncio.wait_for(ws.recv(), 10)
-    # The tab is gone; the answer runs to the end and a reload shows it.
+    # The tab is gone; a reload meanwhile shows the answer so far (saved while it grows)...
+    await asyncio.sleep(0.6)
+    during = visitor.export(conversation)["messages"][-1]
+    assert during["status"] == "streaming" and during["content"]
+    # ...and it runs to the end.
     deadline = time.monotonic() + 15
     while True:
         saved = visitor.export(conversation)["messages"][-1]
@@ -149,6 +153,7 @@ async def test_closing_the_tab_does_not_stop_the_answer(
     sim = simulator.request_for("[t-close]")
     assert saved["status"] == "complete"
     assert saved["content"] == sim["text"]
+    assert sim["text"].startswith(during["content"]) and during["content"] != sim["text"]
     page = visitor.http.get(f"/c/{conversation}/").text
     assert 'data-status="complete"' in page
 
