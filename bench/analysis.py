@@ -55,6 +55,8 @@ class StreamFacts:
     finished_at: float | None = None
     delivered_tps: float | None = None
     upstream_tps: float | None = None
+    first_stamp: float | None = None
+    last_stamp: float | None = None
     delivery_times: list[tuple[float, int]] = field(default_factory=list)
     bytes_turn: int = 0
     bytes_deltas: int = 0
@@ -149,7 +151,8 @@ def analyse_stream(record: StreamRecord, sim: dict[str, Any] | None) -> StreamFa
     facts.upstream_tokens = int(sim.get("tokens_sent") or 0)
     facts.delivered_tps = _rate(facts.tokens, facts.first_delta_at, facts.last_delta_at)
     if expected_stamps:
-        facts.upstream_tps = _rate(len(expected_stamps), expected_stamps[0], expected_stamps[-1])
+        facts.first_stamp, facts.last_stamp = expected_stamps[0], expected_stamps[-1]
+        facts.upstream_tps = _rate(len(expected_stamps), facts.first_stamp, facts.last_stamp)
     facts.answer_chars = len(sim.get("text", ""))
     facts.answer_bytes = len(sim.get("text", "").encode())
     _classify_bytes(facts, frames, record.answer_id)
@@ -185,39 +188,56 @@ class LevelSummary:
     delivered_tps_per_stream: float
     upstream_tps_per_stream: float
     aggregate_tps: float
-    aggregate_window_s: float
+    aggregate_span_s: float
+    upstream_aggregate_tps: float
     offered_tps: float
+    timeline: list[tuple[int, int, float]] = field(default_factory=list)
 
 
-def _steady_window(facts: Sequence[StreamFacts]) -> tuple[float, float]:
-    """When every stream was delivering: from the last first delta to the first final.
+def _span_rate(count: int, starts: list[float], ends: list[float]) -> tuple[float, float]:
+    """Tokens per second from the earliest start to the latest end, and that span.
 
-    Falls back to the whole span when that window is shorter than a second (short answers).
+    The whole span, not a steady window: a relay that stalls and then bursts must not look
+    as fast as one that keeps pace.
     """
-    starts = [f.first_delta_at for f in facts if f.first_delta_at is not None]
-    ends = [f.last_delta_at for f in facts if f.last_delta_at is not None]
-    if not starts or not ends:
-        return 0.0, 0.0
-    low, high = max(starts), min(ends)
-    if high - low < 1.0:
-        low, high = min(starts), max(ends)
-    return low, high
+    if not starts or not ends or max(ends) <= min(starts):
+        return math.nan, 0.0
+    span = max(ends) - min(starts)
+    return count / span, span
 
 
-def _tokens_between(facts: Sequence[StreamFacts], low: float, high: float) -> int:
-    return sum(n for f in facts for at, n in f.delivery_times if low <= at <= high)
+def timeline(facts: Sequence[StreamFacts]) -> list[tuple[int, int, float]]:
+    """Per second of the level: tokens delivered and their p99 latency (shows stalls)."""
+    start = min((f.first_delta_at for f in facts if f.first_delta_at is not None), default=None)
+    if start is None:
+        return []
+    buckets: dict[int, list[float]] = {}
+    for f in facts:
+        samples = iter(f.latencies_ms)
+        for at, count in f.delivery_times:
+            bucket = buckets.setdefault(int(at - start), [])
+            bucket.extend(next(samples) for _ in range(count))
+    return [(sec, len(v), percentile(v, 99)) for sec, v in sorted(buckets.items())]
 
 
 def summarise(facts: Sequence[StreamFacts], offered_tps: float) -> LevelSummary:
-    """Pool every stream's samples; rates are per stream and over the steady window."""
+    """Pool every stream's samples; rates per stream and over the level's whole span."""
     latencies = [x for f in facts for x in f.latencies_ms]
     firsts = [f.first_token_ms for f in facts if f.first_token_ms is not None]
     problems = Counter(f.verdict for f in facts if not f.ok)
-    low, high = _steady_window(facts)
-    window = high - low
     delivered = [f.delivered_tps for f in facts if f.delivered_tps is not None]
     upstream = [f.upstream_tps for f in facts if f.upstream_tps is not None]
     count = max(len(facts), 1)
+    aggregate, span = _span_rate(
+        sum(f.tokens for f in facts),
+        [f.first_delta_at for f in facts if f.first_delta_at is not None],
+        [f.last_delta_at for f in facts if f.last_delta_at is not None],
+    )
+    sent, _ = _span_rate(
+        sum(f.upstream_tokens for f in facts),
+        [f.first_stamp for f in facts if f.first_stamp is not None],
+        [f.last_stamp for f in facts if f.last_stamp is not None],
+    )
     return LevelSummary(
         streams=len(facts),
         samples=len(latencies),
@@ -233,7 +253,9 @@ def summarise(facts: Sequence[StreamFacts], offered_tps: float) -> LevelSummary:
         problems=dict(problems),
         delivered_tps_per_stream=sum(delivered) / max(len(delivered), 1),
         upstream_tps_per_stream=sum(upstream) / max(len(upstream), 1),
-        aggregate_tps=_tokens_between(facts, low, high) / window if window > 0 else math.nan,
-        aggregate_window_s=window,
+        aggregate_tps=aggregate,
+        aggregate_span_s=span,
+        upstream_aggregate_tps=sent,
         offered_tps=offered_tps,
+        timeline=timeline(facts),
     )

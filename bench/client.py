@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.conftest import Frame, Visitor, send
+from tests.conftest import App, Frame, Visitor, send
 
 OPEN_CONCURRENCY = 50
 """Sockets opened at once: enough to be quick, few enough not to trip Daphne's backlog."""
@@ -61,34 +61,50 @@ def make_prompt(marker: str, *, topic: str = "streaming latency", **sim: Any) ->
     return Prompt(marker, f"{marker}: tell me about {topic}\n#sim {options}")
 
 
-def create_conversations(visitor: Visitor, count: int) -> list[int]:
-    """New conversations for one session, fast.
+@dataclass(frozen=True)
+class Seat:
+    """One browser: its session (cookies) and the conversation its stream uses."""
 
-    Like ``Visitor.new_conversation`` but without following the redirect: rendering the page
-    (whose sidebar lists every conversation of the session) would make setup quadratic.
-    """
+    visitor: Visitor
+    conversation_id: int
+
+
+def _new_conversation(visitor: Visitor) -> int:
+    """``Visitor.new_conversation`` without following the redirect (no page render)."""
     token = visitor.http.cookies.get("csrftoken", "")
-    ids: list[int] = []
+    response = visitor.http.post("/c/new/", headers={"X-CSRFToken": token}, follow_redirects=False)
+    match = NEW_CONVERSATION.search(response.headers.get("location", ""))
+    if response.status_code != 302 or match is None:
+        raise RuntimeError(f"could not create a conversation: HTTP {response.status_code}")
+    return int(match.group(1))
+
+
+def create_seats(app: App, count: int) -> list[Seat]:
+    """One session per stream, each with a new conversation.
+
+    A session cannot hold several new conversations (the app reuses its untouched one), and
+    one session per stream is what real users look like anyway. Each session's HTTP client is
+    closed at once; its cookies stay readable for the websocket handshake.
+    """
+    seats: list[Seat] = []
     for _ in range(count):
-        response = visitor.http.post(
-            "/c/new/", headers={"X-CSRFToken": token}, follow_redirects=False
-        )
-        match = NEW_CONVERSATION.search(response.headers.get("location", ""))
-        if response.status_code != 302 or match is None:
-            raise RuntimeError(f"could not create a conversation: HTTP {response.status_code}")
-        ids.append(int(match.group(1)))
-    return ids
+        visitor = Visitor(app)
+        try:
+            seats.append(Seat(visitor, _new_conversation(visitor)))
+        finally:
+            visitor.close()
+    return seats
 
 
-async def open_sockets(visitor: Visitor, conversation_ids: Sequence[int]) -> list[Any]:
-    """One connected websocket per conversation (closed by ``close_sockets``)."""
+async def open_sockets(seats: Sequence[Seat]) -> list[Any]:
+    """One connected websocket per seat (closed by ``close_sockets``)."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-    async def open_one(conversation_id: int) -> Any:
+    async def open_one(seat: Seat) -> Any:
         async with gate:
-            return await visitor.socket(conversation_id)
+            return await seat.visitor.socket(seat.conversation_id)
 
-    results = await asyncio.gather(*(open_one(c) for c in conversation_ids), return_exceptions=True)
+    results = await asyncio.gather(*(open_one(s) for s in seats), return_exceptions=True)
     sockets = [r for r in results if not isinstance(r, BaseException)]
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
@@ -145,24 +161,23 @@ async def _stream(ws: Any, record: StreamRecord, start_at: float, deadline: floa
 
 
 async def run_streams(
-    visitor: Visitor,
-    conversation_ids: Sequence[int],
+    seats: Sequence[Seat],
     prompts: Sequence[Prompt],
     *,
     stagger_s: float,
     timeout_s: float,
     on_start: Callable[[], Awaitable[None]] | None = None,
 ) -> list[StreamRecord]:
-    """Open one socket per conversation, send each prompt (staggered), collect every answer.
+    """Open one socket per seat, send each prompt (staggered), collect every answer.
 
     ``on_start`` runs when the first message is about to go (e.g. to start a profiler), once
     all sockets are open, so the idle-socket cost is outside what it observes.
     """
     records = [
-        StreamRecord(i, cid, p.marker, p.text)
-        for i, (cid, p) in enumerate(zip(conversation_ids, prompts, strict=True))
+        StreamRecord(i, seat.conversation_id, p.marker, p.text)
+        for i, (seat, p) in enumerate(zip(seats, prompts, strict=True))
     ]
-    sockets = await open_sockets(visitor, conversation_ids)
+    sockets = await open_sockets(seats)
     try:
         loop = asyncio.get_running_loop()
         if on_start is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,9 +135,14 @@ class CpuWindow:
         for name, pid in self.pids.items():
             out[f"{name}_cpu_s"] = cpu_seconds(pid) - self.proc_start[name]
         out["client_cpu_s"] = time.process_time() - self.proc_start["client"]
+        busy_s = 0.0
         for core, (busy, total) in core_times().items():
             busy0, total0 = self.cores_start.get(core, (0, 0))
             out[f"{core}_busy"] = (busy - busy0) / max(total - total0, 1)
+            busy_s += (busy - busy0) / CLOCK_TICKS
+        ours = sum(v for k, v in out.items() if k.endswith("_cpu_s"))
+        # Anything else on the machine (other people's tests, py-spy) competes for the cores.
+        out["foreign_cpu_s"] = max(busy_s - ours, 0.0)
         return out
 
 
@@ -186,8 +192,14 @@ def _start_simulator() -> tuple[Simulator, subprocess.Popen[bytes]]:
 
 
 @contextlib.contextmanager
-def running_servers(app_env: dict[str, str] | None = None) -> Iterator[Servers]:
-    """Start the simulator and the app (own temp SQLite, migrated), stop both on any exit."""
+def running_servers(
+    app_env: dict[str, str] | None = None, *, keep_files: bool = False
+) -> Iterator[Servers]:
+    """Start the simulator and the app (own temp SQLite, migrated), stop both on any exit.
+
+    The temp folder (DB, worker log, py-spy output) is removed afterwards unless
+    ``keep_files``.
+    """
     original = os.sched_getaffinity(0)
     pinning = Pinning()
     if len(original) < 2 or not {APP_CPU, LOAD_CPU} <= original:
@@ -219,3 +231,5 @@ def running_servers(app_env: dict[str, str] | None = None) -> Iterator[Servers]:
                 stop_process(started[1])
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, original)
+        if not keep_files:
+            shutil.rmtree(workdir, ignore_errors=True)
