@@ -215,8 +215,19 @@ def running_servers(
         env = {
             "LLM_API_BASE": sim[0].base_url,
             "STREAM_SAVE_INTERVAL_MS": "1000",  # the app's default; conftest lowers it
+            # Production settings: DEBUG off (no query log), hashed static files collected.
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-only-not-secret",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "STATIC_ROOT": str(workdir / "static"),
             **(app_env or {}),
         }
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            check=True,
+        )
         app = start_app(workdir, env)
         if can_pin:
             _pin_self(LOAD_CPU)

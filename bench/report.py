@@ -454,7 +454,8 @@ def render(results: Results) -> str:
     pin = results.pinning
     where = f"app on CPU {pin.app_cpus}; load on CPU {pin.load_cpus}" if pin.pinned else pin.note
     header = [
-        "Streamside relay benchmark: one Daphne worker, in-process channel layer, SQLite, DEBUG=1",
+        "Streamside relay benchmark: one Daphne worker (DEBUG off), in-process channel layer,"
+        " SQLite",
         f"  {where}",
         f"  app code: {results.revision}",
         f"  streams: {c['tps']:g} tok/s x {c['tokens']} tokens, ttft {c['ttft']:g} s, one token "
