@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeAlias
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource
 
 __all__ = [
@@ -557,15 +559,41 @@ def make_http_client(
     for minutes), not a total deadline; DashScope's SDK uses the same 300 s. The pool is sized
     for many concurrent streams: httpx's default of 100 made streams 101-200 wait 2.5 s.
     """
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=connect_timeout
         ),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
+        limits=limits,
         follow_redirects=False,
+        transport=AiohttpReader(limits=limits),
     )
+
+
+class AiohttpReader(AiohttpTransport):
+    """httpx's API over aiohttp's connections: the cheapest reader of many long streams.
+
+    Measured with ``make bench`` at 200 streams of 40 tokens/s: p99 relay latency 273 ms with
+    httpx's own transport (anyio toggles read interest and arms a timeout scope per read),
+    189 ms with this one. httpx-aiohttp maps aiohttp's errors to httpx's, but files a refused
+    connection and a server that hangs up before answering under ``ConnectTimeout``; this
+    corrects those two, so the user is told the server is down, not slow.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ServerTimeoutError):
+                raise
+            if isinstance(cause, aiohttp.ClientConnectorError):
+                raise httpx.ConnectError(str(exc), request=request) from cause
+            if isinstance(cause, aiohttp.ServerDisconnectedError):
+                raise httpx.RemoteProtocolError(str(exc), request=request) from cause
+            raise
 
 
 async def _read_capped(response: httpx.Response, limit: int = _ERROR_BODY_LIMIT) -> bytes:

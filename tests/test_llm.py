@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from chat.llm import (
+    AiohttpReader,
     ChatClient,
     Event,
     Failed,
@@ -736,9 +737,10 @@ async def test_read_timeout(
 def test_make_http_client_settings() -> None:
     http = make_http_client(connect_timeout=3.0, read_timeout=120.0, max_connections=500)
     assert http.timeout == httpx.Timeout(connect=3.0, read=120.0, write=3.0, pool=3.0)
-    pool = http._transport._pool  # type: ignore[attr-defined]  # no public accessor
-    assert pool._max_connections == 500
-    assert pool._max_keepalive_connections == 500
+    transport = http._transport  # no public accessor
+    assert isinstance(transport, AiohttpReader)
+    assert transport.limits.max_connections == 500
+    assert transport.limits.max_keepalive_connections == 500
 
 
 # --------------------------------------------------------------------------------------------
