@@ -13,13 +13,15 @@ Several processes need ``REDIS_URL`` (channels-redis) instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from copy import deepcopy
 from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
+
+logger = logging.getLogger(__name__)
 
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 
@@ -70,6 +72,11 @@ class LocalChannelLayer(InMemoryChannelLayer):
         self.require_valid_group_name(group)
         self._clean_expired()
         for channel in list(self.groups.get(group, ())):
-            # As upstream: a full channel's consumer is stuck; the others still get the message.
-            with contextlib.suppress(ChannelFull):
+            # As upstream, a full channel (its consumer is stuck) does not stop the others; but
+            # say so, since that socket has lost a frame.
+            try:
                 await self.send(channel, message)
+            except ChannelFull:
+                logger.warning(
+                    "channel %s is full: a %s message was dropped", channel, message.get("type")
+                )

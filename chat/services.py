@@ -64,7 +64,12 @@ def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
     return owner.conversations().filter(pk=conversation_id).first()
 
 
-def _context(conversation: Conversation, before_id: int | None) -> list[dict[str, str]]:
+def _history(conversation: Conversation) -> list[Message]:
+    """The conversation's messages in order: read once per turn, for every check and context."""
+    return list(conversation.messages.only("id", "role", "content", "status", "created_at"))
+
+
+def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
     """Messages sent upstream: the system prompt, then every turn that has usable text.
 
     Failed answers are left out (their partial text is kept for the reader, not the model).
@@ -72,19 +77,17 @@ def _context(conversation: Conversation, before_id: int | None) -> list[dict[str
     messages: list[dict[str, str]] = []
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt})
-    rows = conversation.messages.exclude(status=Message.Status.ERROR)
-    if before_id is not None:
-        rows = rows.filter(id__lt=before_id)
-    for row in rows.only("role", "content", "status"):
+    for row in rows:
+        if row.status == Message.Status.ERROR:
+            continue
         if row.role == Message.Role.ASSISTANT and not row.content:
             continue
         messages.append({"role": row.role, "content": row.content})
     return messages
 
 
-def settle_orphans(conversation: Conversation, live: set[int]) -> None:
-    """Answers marked streaming that no task in this process runs died with an old process."""
-    conversation.messages.filter(status=Message.Status.STREAMING).exclude(pk__in=live).update(
+def _settle(pks: list[int]) -> None:
+    Message.objects.filter(pk__in=pks, status=Message.Status.STREAMING).update(
         status=Message.Status.ERROR,
         error_kind="interrupted",
         error_message=INTERRUPTED_MESSAGE,
@@ -92,10 +95,24 @@ def settle_orphans(conversation: Conversation, live: set[int]) -> None:
     )
 
 
-def _latest_can_retry(conversation: Conversation) -> bool:
-    """Whether the page shows a Retry button that a new answer makes stale."""
-    latest = conversation.messages.order_by("-created_at", "-id").first()
-    return latest is not None and latest.status in {Message.Status.ERROR, Message.Status.STOPPED}
+def settle_orphans(conversation: Conversation, live: set[int]) -> None:
+    """Answers marked streaming that no task in this process runs died with an old process."""
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
+    orphans = [pk for pk in streaming.values_list("pk", flat=True) if pk not in live]
+    if orphans:
+        _settle(orphans)
+
+
+def _check_idle(rows: list[Message], live: set[int]) -> None:
+    """Refuse a second answer while one streams; settle the ones a dead process left."""
+    streaming = [row for row in rows if row.status == Message.Status.STREAMING]
+    orphans = [row for row in streaming if row.pk not in live]
+    if orphans:
+        _settle([row.pk for row in orphans])
+        for row in orphans:
+            row.status = Message.Status.ERROR
+    if len(orphans) < len(streaming):
+        raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
 
 
 def _new_answer(conversation: Conversation) -> Message:
@@ -108,10 +125,11 @@ def _new_answer(conversation: Conversation) -> Message:
     )
 
 
-def _check_idle(conversation: Conversation, live: set[int]) -> None:
-    settle_orphans(conversation, live)
-    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-        raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
+def _owned(owner: Owner, conversation_id: int) -> Conversation:
+    conversation = get_conversation(owner, conversation_id)
+    if conversation is None:
+        raise ClientError("This conversation no longer exists.")
+    return conversation
 
 
 def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -> Turn:
@@ -125,11 +143,14 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
             f"That message is too long ({len(text):,} characters; at most {limit:,})."
         )
     with transaction.atomic():
-        conversation = get_conversation(owner, conversation_id)
-        if conversation is None:
-            raise ClientError("This conversation no longer exists.")
-        _check_idle(conversation, live)
-        drop_retry = _latest_can_retry(conversation)
+        conversation = _owned(owner, conversation_id)
+        rows = _history(conversation)
+        _check_idle(rows, live)
+        # A Retry button on the previous answer goes stale once a new question is asked.
+        drop_retry = bool(rows) and rows[-1].status in {
+            Message.Status.ERROR,
+            Message.Status.STOPPED,
+        }
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text
         )
@@ -142,7 +163,7 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, answer.pk),
+        context=_context(conversation, [*rows, user]),
         answer=fragments.message_view(answer, is_latest=True),
         user=fragments.message_view(user),
         drop_retry=drop_retry,
@@ -153,11 +174,10 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
 def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[int]) -> Turn:
     """A fresh answer to the same question; the failed or stopped one stays in the history."""
     with transaction.atomic():
-        conversation = get_conversation(owner, conversation_id)
-        if conversation is None:
-            raise ClientError("This conversation no longer exists.")
-        _check_idle(conversation, live)
-        latest = conversation.messages.order_by("-created_at", "-id").first()
+        conversation = _owned(owner, conversation_id)
+        rows = _history(conversation)
+        _check_idle(rows, live)
+        latest = rows[-1] if rows else None
         if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
             raise ClientError("Only the latest answer can be retried.")
         answer = _new_answer(conversation)
@@ -167,7 +187,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, latest.pk),
+        context=_context(conversation, rows[:-1]),
         answer=fragments.message_view(answer, is_latest=True),
         drop_retry=True,
     )

@@ -120,7 +120,9 @@ if REDIS_URL:
     }
 else:
     # Correct for one process only; several workers need REDIS_URL.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.LocalChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

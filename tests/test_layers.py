@@ -21,7 +21,7 @@ async def test_group_send_reaches_every_member_in_order() -> None:
         assert [(await layer.receive(channel))["seq"] for _ in range(5)] == list(range(5))
 
 
-async def test_a_full_member_does_not_block_the_others() -> None:
+async def test_a_full_member_does_not_block_the_others(caplog: pytest.LogCaptureFixture) -> None:
     layer = LocalChannelLayer(capacity=2)
     stuck, live = await layer.new_channel(), await layer.new_channel()
     await layer.group_add("g", stuck)
@@ -31,6 +31,7 @@ async def test_a_full_member_does_not_block_the_others() -> None:
         assert (await layer.receive(live))["seq"] == seq
     with pytest.raises(ChannelFull):
         await layer.send(stuck, {"type": "x"})
+    assert "is full: a x message was dropped" in caplog.text  # never silently
 
 
 async def test_messages_are_copies() -> None:
