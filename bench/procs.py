@@ -25,10 +25,9 @@ from tests.conftest import (
     ROOT,
     App,
     Simulator,
-    free_port,
     start_app,
+    start_simulator,
     stop_process,
-    wait_for_port,
 )
 
 APP_CPU = 0
@@ -175,22 +174,6 @@ class Servers:
         return [line for line in self.app.log().splitlines() if any(w in line for w in words)]
 
 
-def _start_simulator() -> tuple[Simulator, subprocess.Popen[bytes]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process)
-    except BaseException:
-        stop_process(process)
-        raise
-    return Simulator(port), process
-
-
 @contextlib.contextmanager
 def running_servers(
     app_env: dict[str, str] | None = None, *, keep_files: bool = False
@@ -209,7 +192,7 @@ def running_servers(
     app: tuple[App, subprocess.Popen[bytes]] | None = None
     try:
         can_pin = pinning.pinned and _pin_self(LOAD_CPU)
-        sim = _start_simulator()
+        sim = start_simulator()
         if can_pin and not _pin_self(APP_CPU):
             can_pin = False
         env = {

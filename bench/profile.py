@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import ROOT
+
 FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # (group, path fragments); the innermost non-generic frame of a main-thread callback decides.
@@ -92,7 +94,7 @@ class StackFrame:
 
 def short_path(path: str) -> str:
     """Path from the package root: site-packages/…, chat/…, or the stdlib module."""
-    for marker in ("site-packages/", "/work/main/", "/lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "/lib/python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

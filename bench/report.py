@@ -1,7 +1,7 @@
 """The plain-text report and the JSON dump.
 
 Every figure is printed next to what a bare relay measured on this machine
-(``/work/shared/reference/performance.md``) and the issue's targets, so a reader can tell
+(``../shared/reference/performance.md``) and the issue's targets, so a reader can tell
 at a glance what the product adds on top of the unavoidable cost of relaying.
 """
 

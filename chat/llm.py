@@ -5,7 +5,7 @@ vLLM, Ollama, llama.cpp). It has no Django imports so it can be tested and reuse
 
 Streaming replies are read with httpx-sse, which splits lines only on CR, LF and CRLF and
 decodes UTF-8 incrementally; a raw U+2028 or U+0085 inside JSON content and a 汉字 split
-across network reads therefore survive (see /work/shared/reference/protocols.md, edge cases
+across network reads therefore survive (see ../shared/reference/protocols.md, edge cases
 11-13). Never switch to ``aiter_lines()`` or decode byte chunks one by one.
 
 ``ChatClient.stream_reply`` never raises an ``UpstreamError``; it yields ``Failed(error)``

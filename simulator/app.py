@@ -10,7 +10,7 @@ ASGI router):
   clears it.
 
 The streaming wire format copies the DashScope compatible-mode capture in
-``/work/shared/reference/protocols.md`` (a): compact JSON with raw UTF-8, a role-only first
+``../shared/reference/protocols.md`` (a): compact JSON with raw UTF-8, a role-only first
 chunk, coalesced deltas when behind schedule, a finish chunk with ``content: ""``, the optional
 ``choices: []`` usage chunk and ``data: [DONE]``.
 """

@@ -80,9 +80,8 @@ class Simulator:
         raise LookupError(f"the simulator saw no request containing {marker!r}")
 
 
-@pytest.fixture(scope="session")
-def simulator() -> Iterator[Simulator]:
-    """The simulator as a standalone process (realistic defaults; tests pick speeds per prompt)."""
+def start_simulator() -> tuple[Simulator, subprocess.Popen[bytes]]:
+    """The simulator in its own process (realistic defaults; callers pick speeds per prompt)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
@@ -92,7 +91,17 @@ def simulator() -> Iterator[Simulator]:
     )
     try:
         wait_for_port(port, process)
-        yield Simulator(port)
+    except BaseException:
+        stop_process(process)
+        raise
+    return Simulator(port), process
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    instance, process = start_simulator()
+    try:
+        yield instance
     finally:
         stop_process(process)
 
