@@ -45,7 +45,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # Joined first, snapshot second: any frame after the snapshot's seq still arrives.
         for generation in get_service().snapshots(conversation_id):
             self.seen[generation.answer_id] = generation.seq
-            await self.send(text_data=fragments.snapshot_frame(generation.live_view()))
+            frame = fragments.snapshot_frame(generation.live_view())
+            await self.send(text_data=frame.body + frame.chrome)
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
@@ -114,7 +115,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """A frame from the service, for every socket in the group."""
         if event["seq"] <= self.seen.get(event["answer"], 0):
             return  # already contained in the snapshot this socket got
-        html = event["html"]
+        html = event["html"] + event["chrome"]
         if event["kind"] == "turn" and event.get("origin") == self.channel_name:
             html += fragments.SENT_MARKER
         await self.send(text_data=html)

@@ -8,9 +8,11 @@ plain data (``MessageView``), never from ORM objects, so rendering never touches
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from html import escape
 
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from .markdown import render_markdown
@@ -41,6 +43,7 @@ class MessageView:
     seq: int | None = None
     is_latest: bool = False
     committed: int = 0  # while streaming: how much of content is finished markdown blocks
+    buffered: bool = False  # stream off, but the model only streams: the server buffered it
 
     @property
     def html(self) -> str:
@@ -99,7 +102,13 @@ def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
         completion_tokens=message.completion_tokens,
         total_tokens=message.total_tokens,
         is_latest=is_latest,
+        buffered=not message.streamed and is_stream_only(message.model),
     )
+
+
+def is_stream_only(model: str) -> bool:
+    """Models that refuse ``stream: false`` (QwQ, Qwen3 open-source, thinking models)."""
+    return any(fnmatch.fnmatchcase(model, pattern) for pattern in settings.LLM_STREAM_ONLY_MODELS)
 
 
 def render_message(view: MessageView, *, oob: str = "") -> str:
@@ -122,24 +131,39 @@ def title_frame(conversation_id: int, title: str) -> str:
     )
 
 
+def log_id(conversation_id: int) -> str:
+    """The element holding a conversation's messages (the chat log, or a comparison pane)."""
+    return f"conversation-{conversation_id}-log"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What one event changes: ``body`` on any page showing the messages, ``chrome`` only on
+    the chat page (its Send/Stop button, title and alerts)."""
+
+    body: str
+    chrome: str = ""
+
+
 def turn_frame(
     conversation_id: int,
     user: MessageView | None,
     answer: MessageView,
     *,
-    drop_retry: bool,
+    stale_retry: int | None,
     new_title: str = "",
-) -> str:
+) -> Frame:
     """A new exchange: the user's message (none on retry) and the empty answer join the log."""
     articles = (render_message(user) if user else "") + render_message(answer)
-    stale = '<button id="retry-button" hx-swap-oob="delete"></button>' if drop_retry else ""
+    stale = (
+        f'<button id="retry-{stale_retry}" hx-swap-oob="delete"></button>' if stale_retry else ""
+    )
     titled = title_frame(conversation_id, new_title) if new_title else ""
-    return (
-        stale
-        + titled
-        + f'<div hx-swap-oob="beforeend:#messages">{articles}</div>'
+    return Frame(
+        body=stale + f'<div hx-swap-oob="beforeend:#{log_id(conversation_id)}">{articles}</div>',
+        chrome=titled
         + render_composer_actions(answer.id)
-        + '<div id="alerts" hx-swap-oob="innerHTML"></div>'
+        + '<div id="alerts" hx-swap-oob="innerHTML"></div>',
     )
 
 
@@ -179,14 +203,14 @@ def delta_frame(
     return "".join(parts)
 
 
-def final_frame(answer: MessageView) -> str:
+def final_frame(answer: MessageView) -> Frame:
     """The finished answer replaces the live one: markdown rendered once, figures shown."""
-    return render_message(answer, oob="outerHTML") + render_composer_actions(None)
+    return Frame(render_message(answer, oob="outerHTML"), render_composer_actions(None))
 
 
-def snapshot_frame(answer: MessageView) -> str:
+def snapshot_frame(answer: MessageView) -> Frame:
     """A socket that joins mid-answer gets the text so far, then only later deltas."""
-    return render_message(answer, oob="outerHTML") + render_composer_actions(answer.id)
+    return Frame(render_message(answer, oob="outerHTML"), render_composer_actions(answer.id))
 
 
 def alert_frame(message: str) -> str:

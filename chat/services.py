@@ -56,7 +56,7 @@ class Turn:
     context: list[dict[str, str]]
     answer: fragments.MessageView
     user: fragments.MessageView | None = None
-    drop_retry: bool = False
+    stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
     new_title: str = ""
 
 
@@ -147,10 +147,11 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         rows = _history(conversation)
         _check_idle(rows, live)
         # A Retry button on the previous answer goes stale once a new question is asked.
-        drop_retry = bool(rows) and rows[-1].status in {
-            Message.Status.ERROR,
-            Message.Status.STOPPED,
-        }
+        stale_retry = (
+            rows[-1].pk
+            if rows and rows[-1].status in {Message.Status.ERROR, Message.Status.STOPPED}
+            else None
+        )
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text
         )
@@ -166,7 +167,7 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         context=_context(conversation, [*rows, user]),
         answer=fragments.message_view(answer, is_latest=True),
         user=fragments.message_view(user),
-        drop_retry=drop_retry,
+        stale_retry=stale_retry,
         new_title=new_title,
     )
 
@@ -189,7 +190,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         stream=conversation.stream,
         context=_context(conversation, rows[:-1]),
         answer=fragments.message_view(answer, is_latest=True),
-        drop_retry=True,
+        stale_retry=latest.pk,
     )
 
 
@@ -268,6 +269,7 @@ class Generation:
             seq=self.seq,
             is_latest=True,
             committed=self.committed,
+            buffered=base.buffered,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -354,14 +356,14 @@ class GenerationService:
     async def _start(self, turn: Turn, origin: str | None) -> Generation:
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
-        html = fragments.turn_frame(
+        frame = fragments.turn_frame(
             turn.conversation_id,
             turn.user,
             turn.answer,
-            drop_retry=turn.drop_retry,
+            stale_retry=turn.stale_retry,
             new_title=turn.new_title,
         )
-        await self._publish(generation, html, kind="turn")
+        await self._publish(generation, frame, kind="turn")
         generation.reader = asyncio.create_task(
             self._read(generation), name=f"generation-{generation.answer_id}-reader"
         )
@@ -398,7 +400,11 @@ class GenerationService:
                 except Exception:  # the final save still comes; keep the loop alive
                     logger.exception("saving %d answers in progress failed", len(rows))
 
-    async def _publish(self, generation: Generation, html: str, *, kind: str) -> None:
+    async def _publish(
+        self, generation: Generation, frame: fragments.Frame | str, *, kind: str
+    ) -> None:
+        if isinstance(frame, str):
+            frame = fragments.Frame(frame)
         generation.seq += 1
         layer = get_channel_layer()
         assert layer is not None
@@ -410,7 +416,8 @@ class GenerationService:
                 "answer": generation.answer_id,
                 "seq": generation.seq,
                 "origin": generation.origin,
-                "html": html,
+                "html": frame.body,
+                "chrome": frame.chrome,
             },
         )
 
@@ -446,7 +453,9 @@ class GenerationService:
 
     async def _read(self, generation: Generation) -> None:
         turn = generation.turn
-        async for event in self.client.stream_reply(turn.model, turn.context, stream=turn.stream):
+        async for event in self.client.stream_reply(
+            turn.model, turn.context, stream=turn.stream or turn.answer.buffered
+        ):
             if isinstance(event, llm.TextDelta | llm.ReasoningDelta):
                 if generation.first_token_at is None:
                     generation.first_token_at = time.perf_counter()
@@ -504,6 +513,7 @@ class GenerationService:
             role=Message.Role.ASSISTANT,
             model=generation.turn.model,
             streamed=generation.turn.stream,
+            buffered=generation.turn.answer.buffered,
             is_latest=True,
             **{k: v for k, v in fields.items() if k in _VIEW_FIELDS},
         )

@@ -207,6 +207,8 @@ elif not _llm_base:
 LLM_API_BASE = _llm_base
 LLM_MODELS = env_list("LLM_MODELS", ["qwen-plus", "qwen-turbo", "qwen-max"])
 LLM_INCLUDE_USAGE = env_bool("LLM_INCLUDE_USAGE", True)
+# Models that accept only streaming calls: "stream off" is buffered on the server for them.
+LLM_STREAM_ONLY_MODELS = env_list("LLM_STREAM_ONLY_MODELS", ["qwq*", "qwen3-*", "*-thinking*"])
 LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0)
 # Idle time allowed between two bytes of an answer (not a total deadline).
 LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 300.0)

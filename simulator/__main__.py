@@ -28,6 +28,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (SIM_API_KEY)")
     parser.add_argument("--models", help="comma-separated names for /v1/models (SIM_MODELS)")
     parser.add_argument(
+        "--stream-only-models",
+        metavar="PATTERNS",
+        help="comma-separated shell-style model patterns that refuse stream:false, '' for none "
+        "(SIM_STREAM_ONLY_MODELS; default qwq*,qwen3-*,*-thinking*)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         "SIM_SEED": args.seed,
         "SIM_API_KEY": args.api_key,
         "SIM_MODELS": args.models,
+        "SIM_STREAM_ONLY_MODELS": args.stream_only_models,
         "SIM_PREFIX": args.prefix or None,
     }
     for name, value in env.items():

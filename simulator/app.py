@@ -9,6 +9,10 @@ ASGI router):
   use to see what the upstream observed (text sent, disconnects). ``DELETE /_sim/requests``
   clears it.
 
+Stream-only models (QwQ, Qwen3 open-source, … per the reference's "Parameter rules") answer a
+``stream: false`` call with DashScope's 400 ``invalid_parameter_error``; which models count is
+set by shell-style patterns (``SIM_STREAM_ONLY_MODELS`` / ``stream_only_models``).
+
 The streaming wire format copies the DashScope compatible-mode capture in
 ``../shared/reference/protocols.md`` (a): compact JSON with raw UTF-8, a role-only first
 chunk, coalesced deltas when behind schedule, a finish chunk with ``content: ""``, the optional
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import os
 import random
@@ -49,7 +54,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-DEFAULT_MODELS = ("qwen-plus", "qwen-max", "qwen-turbo", "qwen-flash", "qwen3-235b-a22b")
+DEFAULT_MODELS = (
+    "qwen-plus",
+    "qwen-max",
+    "qwen-turbo",
+    "qwen-flash",
+    "qwen3-235b-a22b",
+    "qwq-plus",
+)
+DEFAULT_STREAM_ONLY_MODELS = ("qwq*", "qwen3-*", "*-thinking*")
+"""Shell-style patterns (matched case-insensitively) of models that refuse ``stream: false``."""
 STALL_MAX_SECONDS = 600.0
 LOG_SIZE = 1000
 
@@ -94,6 +108,14 @@ _ERRORS: dict[str, tuple[int, str, str, str]] = {
         "data_inspection_failed",
         "data_inspection_failed",
     ),
+    # The trailing space is in the service's message too.
+    "stream_only": (
+        400,
+        "This model only support stream mode, please enable the stream parameter to access "
+        "the model. ",
+        "invalid_request_error",
+        "invalid_parameter_error",
+    ),
 }
 _MIDSTREAM_ERROR = {
     "error": {
@@ -111,18 +133,28 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def _error_body(kind: str, request_id: str, message: str | None = None) -> tuple[int, bytes]:
+def _error_body(
+    kind: str, request_id: str, message: str | None = None, *, response_id: str | None = None
+) -> tuple[int, bytes]:
+    """Status and JSON body of an error; ``response_id`` adds the top-level ``"id"`` some have."""
     status, default_message, err_type, code = _ERRORS[kind]
-    body = {
+    body: dict[str, Any] = {
         "error": {
             "message": message or default_message,
             "type": err_type,
             "param": None,
             "code": code,
         },
-        "request_id": request_id,
     }
+    if response_id is not None:
+        body["id"] = response_id
+    body["request_id"] = request_id
     return status, _dumps(body).encode()
+
+
+def _parse_patterns(text: str) -> list[str]:
+    """Comma-separated patterns, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class RequestLog:
@@ -336,11 +368,13 @@ class SimulatorApp:
         api_key: str | None = None,
         defaults: Mapping[str, Any] | None = None,
         models: Sequence[str] = DEFAULT_MODELS,
+        stream_only_models: Sequence[str] = DEFAULT_STREAM_ONLY_MODELS,
     ) -> None:
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.defaults = parse_options(defaults or {})
         self.models = list(models)
+        self.stream_only_models = [pattern.lower() for pattern in stream_only_models]
         self.log = RequestLog()
         self.started = int(time.time())
 
@@ -370,6 +404,11 @@ class SimulatorApp:
         if path == self.prefix or path.startswith(self.prefix + "/"):
             return path[len(self.prefix) :] or "/"
         return None
+
+    def is_stream_only(self, model: str) -> bool:
+        """True when ``model`` matches a stream-only pattern (case-insensitive)."""
+        name = model.lower()
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.stream_only_models)
 
     def _authorized(self, scope: Scope) -> bool:
         if not self.api_key:
@@ -440,8 +479,10 @@ class SimulatorApp:
         }
         self.log.add(entry)
 
-        async def reject(kind: str, message: str | None = None) -> None:
-            status, body = _error_body(kind, request_id, message)
+        async def reject(
+            kind: str, message: str | None = None, *, response_id: str | None = None
+        ) -> None:
+            status, body = _error_body(kind, request_id, message, response_id=response_id)
             await _send_bytes(send, status, body, headers=[(b"x-request-id", request_id.encode())])
             entry.update(status=status, outcome=f"rejected:{status}", finished_at=time.time())
 
@@ -460,6 +501,10 @@ class SimulatorApp:
         problem = _validate(body)
         if problem:
             await reject("400", _INVALID_PARAMETER + problem)
+            return
+        if not body.get("stream") and self.is_stream_only(body["model"]):
+            entry.update(model=body["model"], stream=False, messages=body["messages"])
+            await reject("stream_only", response_id=entry["sim_id"])
             return
         messages: list[dict[str, Any]] = body["messages"]
         stream_options = body.get("stream_options") or {}
@@ -740,12 +785,17 @@ def make_app(
     api_key: str | None = None,
     defaults: Mapping[str, Any] | None = None,
     models: Sequence[str] | None = None,
+    stream_only_models: str | Sequence[str] | None = None,
 ) -> SimulatorApp:
     """Build the simulator ASGI app.
 
     ``defaults`` are option defaults on top of the ``SIM_*`` environment variables; ``api_key``
     falls back to ``SIM_API_KEY`` (unset: any key, or none, is accepted); ``models`` falls back
     to ``SIM_MODELS`` (comma-separated) and then to ``DEFAULT_MODELS``.
+
+    ``stream_only_models`` (shell-style patterns, a list or one comma-separated string) falls
+    back to ``SIM_STREAM_ONLY_MODELS`` and, when that is unset, to
+    ``DEFAULT_STREAM_ONLY_MODELS``; an empty value makes no model stream-only.
     """
     merged = {**_env_defaults(), **(defaults or {})}
     if api_key is None:
@@ -753,7 +803,20 @@ def make_app(
     if models is None:
         env_models = [m.strip() for m in os.environ.get("SIM_MODELS", "").split(",") if m.strip()]
         models = env_models or DEFAULT_MODELS
-    return SimulatorApp(prefix, api_key=api_key, defaults=merged, models=models)
+    if stream_only_models is None:
+        env_patterns = os.environ.get("SIM_STREAM_ONLY_MODELS")
+        stream_only_models = (
+            DEFAULT_STREAM_ONLY_MODELS if env_patterns is None else _parse_patterns(env_patterns)
+        )
+    elif isinstance(stream_only_models, str):
+        stream_only_models = _parse_patterns(stream_only_models)
+    return SimulatorApp(
+        prefix,
+        api_key=api_key,
+        defaults=merged,
+        models=models,
+        stream_only_models=stream_only_models,
+    )
 
 
 application = make_app(os.environ.get("SIM_PREFIX", ""))

@@ -285,7 +285,7 @@ async def test_retry_after_stop_answers_again(visitor: Visitor, simulator: Simul
         await ws.send(json.dumps({"action": "retry", "answer": str(answer_id)}))
         new_id, frames, final = await collect_answer(ws)
     assert new_id != answer_id and final["data-status"] == "complete"
-    assert 'id="retry-button" hx-swap-oob="delete"' in frames[0].html
+    assert f'id="retry-{answer_id}" hx-swap-oob="delete"' in frames[0].html
     export = visitor.export(conversation)
     assert [m["status"] for m in export["messages"]] == ["complete", "stopped", "complete"]
     full = simulator.request_for("[t-retry]")["text"]

@@ -23,7 +23,7 @@ def test_context_has_the_system_prompt_and_only_usable_turns() -> None:
     Message.objects.create(conversation=chat, role="user", content="First")
     Message.objects.create(conversation=chat, role="assistant", content="Half", status="error")
     Message.objects.create(conversation=chat, role="user", content="Again")
-    Message.objects.create(
+    stopped = Message.objects.create(
         conversation=chat, role="assistant", content="Stopped at", status="stopped"
     )
     turn = create_turn(OWNER, chat.pk, "  Third  ", live=set())
@@ -34,7 +34,7 @@ def test_context_has_the_system_prompt_and_only_usable_turns() -> None:
         {"role": "assistant", "content": "Stopped at"},
         {"role": "user", "content": "Third"},
     ]
-    assert turn.drop_retry  # the stopped answer's Retry button goes stale
+    assert turn.stale_retry == stopped.pk  # its Retry button goes stale
     assert Message.objects.filter(conversation=chat, role="user").last().content == "Third"
     chat.refresh_from_db()
     assert chat.title == "Third"

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from simulator.app import make_app
+from simulator.app import DEFAULT_STREAM_ONLY_MODELS, make_app
 from simulator.script import SimOptions, plan_answer, resolve_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,9 @@ FAST = {"ttft": 0, "tps": 5000}
 ROLE_CHUNK_PREFIX = (
     b'data: {"choices":[{"delta":{"content":"","role":"assistant"},"index":0,"logprobs":null,'
     b'"finish_reason":null}],"object":"chat.completion.chunk","usage":null,"created":'
+)
+STREAM_ONLY_MESSAGE = (
+    "This model only support stream mode, please enable the stream parameter to access the model. "
 )
 
 
@@ -61,9 +64,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _run_simulator(*extra: str, prefix: str = "") -> Iterator[Sim]:
+def _run_simulator(
+    *extra: str, prefix: str = "", sim_env: dict[str, str] | None = None
+) -> Iterator[Sim]:
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIM_")}
+    env.update(sim_env or {})
     args = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)]
     if prefix:
         args += ["--prefix", prefix]
@@ -117,9 +123,11 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def _body(prompt: str, *, stream: bool = True, **sim: Any) -> dict[str, Any]:
+def _body(
+    prompt: str, *, stream: bool = True, model: str = "qwen-plus", **sim: Any
+) -> dict[str, Any]:
     return {
-        "model": "qwen-plus",
+        "model": model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": prompt},
@@ -170,7 +178,8 @@ async def test_banner_and_model_list(sim: Sim, client: httpx.AsyncClient) -> Non
     listing = response.json()
     assert listing["object"] == "list"
     assert {"id", "object", "created", "owned_by"} <= set(listing["data"][0])
-    assert "qwen-plus" in [model["id"] for model in listing["data"]]
+    names = [model["id"] for model in listing["data"]]
+    assert "qwen-plus" in names and "qwq-plus" in names
 
 
 async def test_stream_shape_with_usage(sim: Sim, client: httpx.AsyncClient) -> None:
@@ -397,6 +406,91 @@ async def test_exact_401_body(sim: Sim, client: httpx.AsyncClient) -> None:
             f'"request_id":"{request_id}"}}'
         ).encode()
     )
+
+
+@pytest.mark.parametrize(
+    "model", ["qwq-plus", "QwQ-32B", "qwen3-235b-a22b", "qwen3-235b-a22b-thinking-2507"]
+)
+async def test_stream_only_model_rejects_stream_false(
+    sim: Sim, client: httpx.AsyncClient, model: str
+) -> None:
+    response = await client.post(
+        sim.chat_url, json=_body("no stream", stream=False, model=model, tokens=5)
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    request_id = response.json()["request_id"]
+    assert response.headers["x-request-id"] == request_id
+    assert (
+        response.content
+        == (
+            '{"error":{"message":"' + STREAM_ONLY_MESSAGE + '","type":"invalid_request_error",'
+            '"param":null,"code":"invalid_parameter_error"},'
+            f'"id":"chatcmpl-{request_id}","request_id":"{request_id}"}}'
+        ).encode()
+    )
+    entry = await _log(client, sim, f"chatcmpl-{request_id}")
+    assert entry["outcome"] == "rejected:400" and entry["status"] == 400
+    assert entry["model"] == model and entry["stream"] is False
+    assert entry["tokens_sent"] == 0 and entry["text"] == ""
+
+
+async def test_stream_only_model_rejects_missing_stream_flag(
+    sim: Sim, client: httpx.AsyncClient
+) -> None:
+    body = _body("stream omitted", model="qwq-plus", tokens=5)
+    del body["stream"]
+    response = await client.post(sim.chat_url, json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == STREAM_ONLY_MESSAGE
+
+
+async def test_stream_only_model_streams_normally(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("Explain streaming", model="qwq-plus", tokens=20)
+    body["stream_options"] = {"include_usage": True}
+    response, data = await _events(client, sim, body)
+    assert response.status_code == 200
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(payload) for payload in data[:-1]]
+    assert all(chunk["model"] == "qwq-plus" for chunk in chunks)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] == 20
+    entry = await _log(client, sim, chunks[0]["id"])
+    assert entry["outcome"] == "complete" and entry["stream"] is True
+    assert _content(data) == "".join(_plan(entry)) == entry["text"]
+
+
+async def test_stream_only_patterns_from_env(client: httpx.AsyncClient) -> None:
+    patterns = {"SIM_STREAM_ONLY_MODELS": "custom-*, *-stream-only"}
+    with _run_simulator(sim_env=patterns) as custom:
+        for model in ("custom-model", "big-stream-only"):
+            body = _body("no stream", stream=False, model=model, tokens=5)
+            response = await client.post(custom.chat_url, json=body)
+            assert response.status_code == 400, model
+            assert response.json()["error"]["message"] == STREAM_ONLY_MESSAGE
+            _, data = await _events(client, custom, {**body, "stream": True})
+            assert data[-1] == "[DONE]"
+        # The custom list replaces the defaults.
+        for model in ("qwq-plus", "qwen-plus"):
+            body = _body("plain", stream=False, model=model, tokens=5)
+            response = await client.post(custom.chat_url, json=body)
+            assert response.status_code == 200, model
+            assert response.json()["object"] == "chat.completion"
+        log = (await client.get(custom.log_url)).json()["requests"]
+        outcomes = [entry["outcome"] for entry in log]
+        assert outcomes == ["rejected:400", "complete"] * 2 + ["complete"] * 2
+
+
+def test_stream_only_keyword_and_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIM_STREAM_ONLY_MODELS", raising=False)
+    assert make_app().stream_only_models == list(DEFAULT_STREAM_ONLY_MODELS)
+    monkeypatch.setenv("SIM_STREAM_ONLY_MODELS", "")
+    assert not make_app().is_stream_only("qwq-plus")
+    monkeypatch.setenv("SIM_STREAM_ONLY_MODELS", "from-env*")
+    assert make_app().is_stream_only("from-env-1")
+    app = make_app(stream_only_models=["Deep*"])
+    assert app.is_stream_only("deepseek-r1") and not app.is_stream_only("from-env-1")
+    assert make_app(stream_only_models="a*, b*").stream_only_models == ["a*", "b*"]
 
 
 @pytest.mark.parametrize(
