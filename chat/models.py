@@ -15,6 +15,10 @@ def conversation_group(conversation_id: int) -> str:
 class Conversation(models.Model):
     """A thread of messages, owned by a user or, without login, by a browser session."""
 
+    class Purpose(models.TextChoices):
+        CHAT = "chat", "Chat"
+        COMPARE = "compare", "Comparison pane"
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -27,6 +31,8 @@ class Conversation(models.Model):
     model = models.CharField(max_length=200)
     system_prompt = models.TextField(blank=True)
     stream = models.BooleanField(default=True, help_text="Ask the upstream for a streamed answer.")
+    # Comparison panes are conversations too (same relay, same rows), kept out of the sidebar.
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.CHAT)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -86,3 +92,62 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+
+class ComparisonRun(models.Model):
+    """One press of Run on the comparison page: a prompt answered with streaming on and off.
+
+    Each side is a conversation of its own, so both go through the chat's relay unchanged.
+    """
+
+    class Mode(models.TextChoices):
+        STREAM = "stream", "Streaming on"
+        NOSTREAM = "nostream", "Streaming off"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    prompt = models.TextField()
+    model = models.CharField(max_length=200)
+    trials = models.PositiveSmallIntegerField(default=1)
+    upstream = models.CharField(max_length=200, help_text="What was measured (never the key).")
+    buffered = models.BooleanField(
+        default=False, help_text="The model only streams: the 'off' side was buffered."
+    )
+    stream_conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, related_name="+"
+    )
+    nostream_conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Comparison #{self.pk}"
+
+    def conversation_for(self, mode: str) -> Conversation:
+        return self.stream_conversation if mode == self.Mode.STREAM else self.nostream_conversation
+
+
+class ComparisonResult(models.Model):
+    """One side of one trial: its answer (server timings, usage, text) and what the browser saw."""
+
+    run = models.ForeignKey(ComparisonRun, on_delete=models.CASCADE, related_name="results")
+    trial = models.PositiveSmallIntegerField()
+    mode = models.CharField(max_length=16, choices=ComparisonRun.Mode.choices)
+    answer = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    browser_first_text_ms = models.FloatField(null=True, blank=True)
+    browser_complete_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["trial", "mode"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "trial", "mode"], name="one_result_per_side")
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} trial {self.trial} {self.mode}"

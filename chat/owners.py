@@ -41,6 +41,10 @@ class Owner:
             return Conversation.objects.filter(user_id=self.user_id)
         return Conversation.objects.filter(user__isnull=True, session_key=self.session_key)
 
+    def chats(self) -> QuerySet[Conversation]:
+        """Conversations for the sidebar: comparison panes are listed under /compare/ instead."""
+        return self.conversations().filter(purpose=Conversation.Purpose.CHAT)
+
     def new_conversation_fields(self) -> dict[str, Any]:
         if self.user_id is not None:
             return {"user_id": self.user_id}

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .consumers import ChatConsumer
+from .consumers import ChatConsumer, CompareConsumer
 
 websocket_urlpatterns = [
     path("ws/c/<int:conversation_id>/", ChatConsumer.as_asgi()),
+    path("ws/compare/", CompareConsumer.as_asgi()),
+    path("ws/compare/<int:run_id>/", CompareConsumer.as_asgi()),
 ]

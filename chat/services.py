@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -353,7 +353,20 @@ class GenerationService:
 
     # Internals ----------------------------------------------------------------------------
 
+    async def start_turns(self, turns: Sequence[Turn], origin: str | None) -> list[Generation]:
+        """Start several saved turns as close to the same instant as possible (comparisons)."""
+        generations = [await self._announce(turn, origin) for turn in turns]
+        for generation in generations:
+            self._launch(generation)
+        return generations
+
     async def _start(self, turn: Turn, origin: str | None) -> Generation:
+        generation = await self._announce(turn, origin)
+        self._launch(generation)
+        return generation
+
+    async def _announce(self, turn: Turn, origin: str | None) -> Generation:
+        """Register the answer and show the turn; its frames must precede any delta."""
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
         frame = fragments.turn_frame(
@@ -364,6 +377,9 @@ class GenerationService:
             new_title=turn.new_title,
         )
         await self._publish(generation, frame, kind="turn")
+        return generation
+
+    def _launch(self, generation: Generation) -> None:
         generation.reader = asyncio.create_task(
             self._read(generation), name=f"generation-{generation.answer_id}-reader"
         )
@@ -372,7 +388,6 @@ class GenerationService:
         )
         if self._saver is None or self._saver.done():
             self._saver = asyncio.create_task(self._save_loop(), name="generation-saver")
-        return generation
 
     async def _save_loop(self) -> None:
         """While answers grow, save them all once per interval in one database call.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import compare_views, views
 
 app_name = "chat"
 
@@ -14,4 +14,9 @@ urlpatterns = [
     path("c/<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
     path("c/<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("c/<int:conversation_id>/export.json", views.export_json, name="export_json"),
+    path("compare/", compare_views.compare, name="compare"),
+    path("compare/history/", compare_views.history, name="compare_history"),
+    path("compare/<int:run_id>/", compare_views.run_page, name="compare_run"),
+    path("compare/<int:run_id>.json", compare_views.export_json, name="compare_json"),
+    path("compare/<int:run_id>.csv", compare_views.export_csv, name="compare_csv"),
 ]

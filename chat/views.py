@@ -50,7 +50,7 @@ def _page_context(request: HttpRequest, conversation: Conversation | None) -> di
             if row.status == Message.Status.STREAMING and row.pk in live:
                 streaming_answer_id = row.pk
     return {
-        "conversations": owner.conversations().only("id", "title", "updated_at")[:200],
+        "conversations": owner.chats().only("id", "title", "updated_at")[:200],
         "conversation": conversation,
         "chat_messages": views,
         "models": _models(),
@@ -73,7 +73,7 @@ def _live(conversation_id: int) -> list[Generation]:
 @require_GET
 def index(request: HtmxHttpRequest) -> HttpResponse:
     """The newest conversation, or an empty page that invites the first one."""
-    latest = Owner.from_request(request).conversations().first()
+    latest = Owner.from_request(request).chats().first()
     if latest is not None:
         return redirect("chat:conversation", conversation_id=latest.pk)
     return render(request, "chat/page.html", _page_context(request, None))
@@ -83,7 +83,7 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
 def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
     owner = Owner.from_request(request)
     # An untouched new chat is reused rather than piling up empty ones in the sidebar.
-    conversation = owner.conversations().filter(messages__isnull=True).first()
+    conversation = owner.chats().filter(messages__isnull=True).first()
     if conversation is None:
         conversation = Conversation.objects.create(
             model=settings.LLM_MODELS[0], **owner.new_conversation_fields()

@@ -160,7 +160,14 @@ def app(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The app pointed at the simulator, with a short idle timeout for the timeout tests."""
     instance, process = start_app(
         tmp_path_factory.mktemp("app"),
-        {"LLM_API_BASE": simulator.base_url, "LLM_READ_TIMEOUT": "3"},
+        {
+            "LLM_API_BASE": simulator.base_url,
+            "LLM_READ_TIMEOUT": "3",
+            # qwq-plus only streams and the app knows it (buffered "off" side); qwen3-8b only
+            # streams too (the simulator refuses stream:false) but the app is not told so.
+            "LLM_MODELS": "qwen-plus,qwen-turbo,qwq-plus,qwen3-8b",
+            "LLM_STREAM_ONLY_MODELS": "qwq*",
+        },
     )
     try:
         yield instance

@@ -166,3 +166,43 @@ def test_stream_off_shows_a_live_timer_then_the_whole_answer(
     assert simulator.request_for("[t-browser-off]")["stream"] is False
     assert "stream off" in answer.inner_text() and "tokens/s" in answer.inner_text()
     assert problems == []
+
+
+def test_compare_streaming_on_and_off_as_a_stakeholder_sees_it(
+    page: Page, app: App, problems: list[str]
+) -> None:
+    p = page
+    p.goto(app.url + "/compare/")
+    assert "Measuring:" in p.locator(".compare__measuring").inner_text()
+    p.get_by_role("button", name="Short question").click()
+    assert "Australia" in p.get_by_role("textbox", name="Prompt").input_value()
+    p.get_by_role("textbox", name="Prompt").fill(
+        "Why stream? [t-browser-cmp]\n#sim tokens=60 tps=30 ttft=0.3"
+    )
+    p.get_by_role("button", name="Run", exact=True).click()
+
+    on = p.locator('section[data-mode="stream"]')
+    off = p.locator('section[data-mode="nostream"]')
+    # The left pane reads while the right one still waits, its clock running.
+    on.locator(".message__tail, .markdown").filter(has_text=re.compile(r"\w+ \w+")).first.wait_for()
+    assert off.get_attribute("data-status") == "streaming"
+    assert "waiting…" in off.inner_text()
+    first = off.locator("[data-pane-timer]").inner_text()
+    time.sleep(0.4)
+    assert float(off.locator("[data-pane-timer]").inner_text().split()[0]) > float(first.split()[0])
+
+    verdict = p.locator("[data-verdict]")
+    verdict.wait_for(timeout=30000)
+    assert on.get_attribute("data-status") == off.get_attribute("data-status") == "complete"
+    assert re.search(
+        r"reading began after [\d.]+ s instead of [\d.]+ s \(\d+× sooner\)", verdict.inner_text()
+    )
+    on_first = float(on.locator('[data-figure="first-text"]').inner_text().split()[0])
+    off_first = float(off.locator('[data-figure="first-text"]').inner_text().split()[0])
+    assert on_first < off_first
+    assert p.locator("figure.chart svg").is_visible()
+    # A reload shows the saved run at its permalink.
+    assert re.search(r"/compare/\d+/$", p.url)
+    p.reload()
+    assert "reading began after" in p.locator("[data-verdict]").inner_text()
+    assert problems == []

@@ -1,0 +1,324 @@
+"""The comparison: one prompt answered with streaming on and off at the same instant.
+
+Each side is a conversation of its own (``purpose="compare"``), so both answers go through the
+chat's generation service and relay unchanged; this module only creates the runs, starts each
+trial's two turns together, waits for both, and keeps what the browser measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+
+from . import fragments
+from .exceptions import ClientError
+from .models import ComparisonResult, ComparisonRun, Conversation, Message
+from .owners import Owner
+from .services import GenerationService, Turn, create_turn, get_service
+
+logger = logging.getLogger(__name__)
+
+MODES = (ComparisonRun.Mode.STREAM, ComparisonRun.Mode.NOSTREAM)
+TRIAL_CHOICES = (1, 5)
+COMPARE_EVENT = "compare.frame"
+DONE_FRAME = '<span id="compare-done" hx-swap-oob="true" data-done hidden></span>'
+PROMPT_LIMIT = 4000
+PRESETS = [
+    ("Short question", "What is the capital of Australia, and why is it not Sydney?"),
+    ("短问题", "为什么天空是蓝色的?请简单回答。"),
+    (
+        "Long essay",
+        "Write a detailed essay (about 800 words) on how streaming responses change the way "
+        "people experience AI assistants, with headings and a short conclusion.",
+    ),
+    ("长文章", "请写一篇约800字的文章,介绍流式输出如何改善大模型应用的用户体验,包含小标题和总结。"),
+    (
+        "Code",
+        "Write a Python function that parses Server-Sent Events from a byte stream, "
+        "with tests, and explain the tricky cases.",
+    ),
+]
+
+
+def comparison_group(run_id: int) -> str:
+    """The channel-layer group of one comparison run (named only here)."""
+    return f"comparison-{run_id}"
+
+
+def upstream_label() -> str:
+    """What a run measures, for the page and the saved run: never the key, only the host."""
+    if settings.LLM_SIMULATOR:
+        return "offline simulator"
+    return urlsplit(settings.LLM_API_BASE).netloc or settings.LLM_API_BASE
+
+
+# --- Database work (sync) ---------------------------------------------------------------------
+
+
+def owned_runs(owner: Owner):  # type: ignore[no-untyped-def]  # a QuerySet[ComparisonRun]
+    if owner.user_id is not None:
+        return ComparisonRun.objects.filter(user_id=owner.user_id)
+    return ComparisonRun.objects.filter(user__isnull=True, session_key=owner.session_key)
+
+
+def get_run(owner: Owner, run_id: int) -> ComparisonRun | None:
+    return owned_runs(owner).filter(pk=run_id).first()
+
+
+def create_run(owner: Owner, prompt: str, model: str, trials: int) -> ComparisonRun:
+    """Check the request and save the run with its two (empty) sides; nothing is sent yet."""
+    prompt = prompt.strip()
+    if not prompt:
+        raise ClientError("Type a prompt first.")
+    if len(prompt) > PROMPT_LIMIT:
+        raise ClientError(
+            f"That prompt is too long ({len(prompt):,} characters; at most {PROMPT_LIMIT:,})."
+        )
+    if model not in settings.LLM_MODELS:
+        raise ClientError(f"Unknown model “{model}”.")
+    if trials not in TRIAL_CHOICES:
+        raise ClientError("A comparison runs once or 5 times.")
+    title = " ".join(prompt.split())[:50]
+    sides = {}
+    with transaction.atomic():
+        for mode in MODES:
+            sides[mode] = Conversation.objects.create(
+                purpose=Conversation.Purpose.COMPARE,
+                title=f"{title} ({mode})",
+                model=model,
+                stream=mode == ComparisonRun.Mode.STREAM,
+                **owner.new_conversation_fields(),
+            )
+        return ComparisonRun.objects.create(
+            prompt=prompt,
+            model=model,
+            trials=trials,
+            upstream=upstream_label(),
+            buffered=fragments.is_stream_only(model),
+            stream_conversation=sides[ComparisonRun.Mode.STREAM],
+            nostream_conversation=sides[ComparisonRun.Mode.NOSTREAM],
+            **owner.new_conversation_fields(),
+        )
+
+
+def create_trial(owner: Owner, run: ComparisonRun, trial: int, live: set[int]) -> list[Turn]:
+    """Both sides' turns of one trial, saved together before either is sent."""
+    with transaction.atomic():
+        turns = [
+            create_turn(owner, run.conversation_for(mode).pk, run.prompt, live) for mode in MODES
+        ]
+        for mode, turn in zip(MODES, turns, strict=True):
+            ComparisonResult.objects.create(
+                run=run, trial=trial, mode=mode, answer_id=turn.answer.id
+            )
+    return turns
+
+
+def save_browser_timings(
+    owner: Owner,
+    run_id: int,
+    trial: int,
+    mode: str,
+    first_text_ms: float | None,
+    complete_ms: float | None,
+) -> ComparisonResult:
+    """Keep what the browser measured for one side (from the click, in milliseconds)."""
+    result = (
+        ComparisonResult.objects.filter(run__in=owned_runs(owner), run_id=run_id, trial=trial)
+        .filter(mode=mode)
+        .first()
+    )
+    if result is None:
+        raise ClientError("No such comparison.")
+    result.browser_first_text_ms = first_text_ms
+    result.browser_complete_ms = complete_ms
+    result.save(update_fields=["browser_first_text_ms", "browser_complete_ms"])
+    return result
+
+
+# --- Figures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One side of one trial as the page shows it."""
+
+    mode: str
+    trial: int
+    status: str
+    first_text_s: float | None  # from the click, as the browser saw it (server's if unknown)
+    complete_s: float | None
+    measured_in_browser: bool
+    server_first_token_s: float | None
+    server_total_s: float | None
+    tokens_per_second: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    error_message: str
+
+    @property
+    def relay_ms(self) -> float | None:
+        """What the relay and the network added: browser time minus the server's."""
+        if not self.measured_in_browser or self.complete_s is None or self.server_total_s is None:
+            return None
+        return (self.complete_s - self.server_total_s) * 1000
+
+    @property
+    def failed(self) -> bool:
+        return self.status in {Message.Status.ERROR, Message.Status.STOPPED}
+
+
+def side_of(result: ComparisonResult) -> Side:
+    answer = result.answer
+    view = fragments.message_view(answer) if answer is not None else None
+    server_first = view.ttft_s if view else None
+    server_total = view.total_s if view else None
+    in_browser = result.browser_complete_ms is not None
+    if in_browser:
+        first = result.browser_first_text_ms
+        first_s = first / 1000 if first is not None else None
+        complete_s = (result.browser_complete_ms or 0) / 1000
+    else:
+        first_s, complete_s = server_first, server_total
+    return Side(
+        mode=result.mode,
+        trial=result.trial,
+        status=answer.status if answer else Message.Status.ERROR,
+        first_text_s=first_s,
+        complete_s=complete_s,
+        measured_in_browser=in_browser,
+        server_first_token_s=server_first,
+        server_total_s=server_total,
+        tokens_per_second=view.tokens_per_second if view else None,
+        prompt_tokens=answer.prompt_tokens if answer else None,
+        completion_tokens=answer.completion_tokens if answer else None,
+        total_tokens=answer.total_tokens if answer else None,
+        error_message=(answer.error_message if answer else "The answer was deleted."),
+    )
+
+
+def seconds(value: float | None) -> str:
+    """0.41 s below ten seconds, 12 s above: as precise as a person reads it."""
+    if value is None:
+        return "—"
+    if value < 1:
+        return f"{value:.2f} s"
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(present) if present else None
+
+
+def verdict(stream: Sequence[Side], nostream: Sequence[Side]) -> str:
+    """The plain sentence between the panes (medians when there are several trials)."""
+    if not stream or not nostream:
+        return ""
+    if all(s.failed for s in stream) or all(s.failed for s in nostream):
+        failed = "streaming" if all(s.failed for s in stream) else "non-streaming"
+        return f"The {failed} side failed, so there is nothing to compare yet."
+    on_first = _median([s.first_text_s for s in stream if not s.failed])
+    off_first = _median([s.first_text_s for s in nostream if not s.failed])
+    on_done = _median([s.complete_s for s in stream if not s.failed])
+    off_done = _median([s.complete_s for s in nostream if not s.failed])
+    if on_first is None or off_first is None:
+        return ""
+    prefix = f"Over {len(stream)} runs (medians), with" if len(stream) > 1 else "With"
+    sentence = f"{prefix} streaming, reading began after {seconds(on_first)} instead of "
+    sentence += f"{seconds(off_first)}"
+    if on_first > 0 and off_first > on_first:
+        sentence += f" ({off_first / on_first:.0f}× sooner)"
+    if on_done is not None and off_done is not None:
+        longer = max(on_done, off_done)
+        if abs(on_done - off_done) <= 0.15 * longer:
+            sentence += "; both answers took about as long to finish."
+        else:
+            faster = "streamed" if on_done < off_done else "non-streamed"
+            sentence += f"; the {faster} answer finished {seconds(abs(on_done - off_done))} sooner."
+    else:
+        sentence += "."
+    return sentence
+
+
+def run_sides(run: ComparisonRun) -> dict[str, list[Side]]:
+    results = run.results.select_related("answer").order_by("trial")
+    sides: dict[str, list[Side]] = {mode: [] for mode in MODES}
+    for result in results:
+        sides[result.mode].append(side_of(result))
+    return sides
+
+
+# --- Driving a run -----------------------------------------------------------------------------
+
+
+class ComparisonService:
+    """Runs each trial's two sides together through the generation service, then the next."""
+
+    def __init__(self, generations: GenerationService) -> None:
+        self.generations = generations
+        self.running: dict[int, asyncio.Task[None]] = {}
+
+    def launch(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
+        """Start the run's trials in a task of their own (the socket may close meanwhile)."""
+        self.running[run.pk] = asyncio.create_task(
+            self._drive(owner, run, origin), name=f"comparison-{run.pk}"
+        )
+
+    async def _drive(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
+        try:
+            for trial in range(1, run.trials + 1):
+                turns = await database_sync_to_async(create_trial)(
+                    owner, run, trial, set(self.generations.running)
+                )
+                await self._publish(run.pk, fragments_trial(run, trial, turns))
+                generations = await self.generations.start_turns(turns, origin)
+                await asyncio.wait([g.task for g in generations if g.task is not None])
+            await self._publish(run.pk, DONE_FRAME)
+        except ClientError as error:
+            await self._publish(run.pk, fragments.alert_frame(error.message))
+        except Exception:
+            logger.exception("comparison %s failed", run.pk)
+            await self._publish(
+                run.pk, fragments.alert_frame("The comparison stopped on an internal error.")
+            )
+        finally:
+            self.running.pop(run.pk, None)
+
+    async def _publish(self, run_id: int, html: str) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(comparison_group(run_id), {"type": COMPARE_EVENT, "html": html})
+
+
+def fragments_trial(run: ComparisonRun, trial: int, turns: Sequence[Turn]) -> str:
+    """Tells the page a trial began and which answers to time, before their turn frames."""
+    ids = {mode: turn.answer.id for mode, turn in zip(MODES, turns, strict=True)}
+    return (
+        f'<span id="compare-trial" hx-swap-oob="true" hidden data-run="{run.pk}" '
+        f'data-trial="{trial}" data-trials="{run.trials}" '
+        f'data-stream-answer="{ids[ComparisonRun.Mode.STREAM]}" '
+        f'data-nostream-answer="{ids[ComparisonRun.Mode.NOSTREAM]}"></span>'
+    )
+
+
+_services: dict[int, ComparisonService] = {}
+
+
+def get_comparisons() -> ComparisonService:
+    generations = get_service()
+    service = _services.get(id(generations))
+    if service is None or service.generations is not generations:
+        service = _services[id(generations)] = ComparisonService(generations)
+    return service
