@@ -33,6 +33,7 @@ TRIAL_CHOICES = (1, 5)
 COMPARE_EVENT = "compare.frame"
 DONE_FRAME = '<span id="compare-done" hx-swap-oob="true" data-done hidden></span>'
 PROMPT_LIMIT = 4000
+SERVER_FIGURES_DELAY = 1.5  # seconds a browser has to report a trial before the server's show
 PRESETS = [
     ("Short question", "What is the capital of Australia, and why is it not Sydney?"),
     ("短问题", "为什么天空是蓝色的?请简单回答。"),
@@ -269,6 +270,7 @@ class ComparisonService:
     def __init__(self, generations: GenerationService) -> None:
         self.generations = generations
         self.running: dict[int, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # strong refs until they finish
 
     def launch(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
         """Start the run's trials in a task of their own (the socket may close meanwhile)."""
@@ -285,6 +287,9 @@ class ComparisonService:
                 await self._publish(run.pk, fragments_trial(run, trial, turns))
                 generations = await self.generations.start_turns(turns, origin)
                 await asyncio.wait([g.task for g in generations if g.task is not None])
+                task = asyncio.create_task(self._server_figures(owner, run.pk, trial))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             await self._publish(run.pk, DONE_FRAME)
         except ClientError as error:
             await self._publish(run.pk, fragments.alert_frame(error.message))
@@ -296,10 +301,29 @@ class ComparisonService:
         finally:
             self.running.pop(run.pk, None)
 
+    async def _server_figures(self, owner: Owner, run_id: int, trial: int) -> None:
+        """If no browser reports a trial's timings (a reloaded page, say), show the server's.
+
+        Waits a moment first, so that a browser's report, which is more telling, wins.
+        """
+        await asyncio.sleep(SERVER_FIGURES_DELAY)
+        html = await database_sync_to_async(_figures_if_unreported)(owner, run_id, trial)
+        if html:
+            await self._publish(run_id, html)
+
     async def _publish(self, run_id: int, html: str) -> None:
         layer = get_channel_layer()
         assert layer is not None
         await layer.group_send(comparison_group(run_id), {"type": COMPARE_EVENT, "html": html})
+
+
+def _figures_if_unreported(owner: Owner, run_id: int, trial: int) -> str:
+    from .compare_views import render_figures  # the views render; this module only drives
+
+    unreported = ComparisonResult.objects.filter(
+        run_id=run_id, trial=trial, browser_complete_ms__isnull=True
+    )
+    return render_figures(owner, run_id) if unreported.exists() else ""
 
 
 def fragments_trial(run: ComparisonRun, trial: int, turns: Sequence[Turn]) -> str:

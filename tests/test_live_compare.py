@@ -131,6 +131,9 @@ async def test_five_runs_draw_a_chart_with_medians(visitor: Visitor) -> None:
         _, frames, trials = await run_comparison(
             ws, "Five [t-cmp5]\n#sim tokens=10 tps=100 ttft=0.05", trials=5
         )
+        # This client never reports browser timings: the server's own figures follow.
+        late = str(await asyncio.wait_for(ws.recv(), 5))
+        assert 'data-figure="first-text"' in late and "Measured on the server" in late
     assert [t["trial"] for t in trials] == ["1", "2", "3", "4", "5"]
     run_id = int(trials[0]["run"])
     saved = visitor.http.get(f"/compare/{run_id}.json").json()

@@ -60,13 +60,14 @@
   function observe() {
     var now = performance.now();
     MODES.forEach(function (mode) {
-      var side = run.sides[mode];
       var section = pane(mode);
-      if (!side || !section) return;
-      var article = document.getElementById("message-" + side.answer);
+      if (!section) return;
+      var answers = section.querySelectorAll('article[data-role="assistant"]');
+      if (answers.length) section.dataset.status = answers[answers.length - 1].dataset.status;
+      var side = run.sides[mode];  // only trials this page saw start are timed
+      var article = side && document.getElementById("message-" + side.answer);
       if (!article) return;
       var status = article.dataset.status;
-      section.dataset.status = status;
       if (side.first === null && hasText(article)) side.first = now;
       if (side.done === null && status !== "streaming") {
         side.done = now;
