@@ -76,6 +76,8 @@ async def test_streaming_reading_begins_long_before_the_whole_answer_lands(
         run_id = int(trial["run"])
 
         on_first = first_delta_at(frames, on)
+        assert on_first is not None
+        on_first_epoch = time.time() - (time.monotonic() - on_first)
         off_done, off_final = final_at(frames, off)
         on_done, on_final = final_at(frames, on)
         assert on_first is not None
@@ -106,6 +108,12 @@ async def test_streaming_reading_begins_long_before_the_whole_answer_lands(
     requests = [r for r in simulator.requests() if "[t-cmp]" in r["messages"][-1]["content"]]
     assert sorted(r["stream"] for r in requests) == [False, True]
     assert abs(requests[0]["started_at"] - requests[1]["started_at"]) < 0.1  # the same instant
+    streamed = next(r for r in requests if r["stream"])
+    # The first text reached the page within the simulator's first-token delay plus a margin
+    # that is small next to the whole generation (wall clocks of one machine).
+    assert streamed["first_token_at"] - streamed["started_at"] >= 0.3 * 0.95
+    relay_delay = (on_first_epoch - streamed["first_token_at"]) * 1000
+    assert 0 <= relay_delay < (off_done - sent) * 1000 / 10
 
     saved = visitor.http.get(f"/compare/{run_id}.json").json()
     by_mode = {r["mode"]: r for r in saved["results"]}
