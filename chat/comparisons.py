@@ -116,7 +116,8 @@ def create_trial(owner: Owner, run: ComparisonRun, trial: int, live: set[int]) -
     """Both sides' turns of one trial, saved together before either is sent."""
     with transaction.atomic():
         turns = [
-            create_turn(owner, run.conversation_for(mode).pk, run.prompt, live) for mode in MODES
+            create_turn(owner, run.conversation_for(mode).pk, run.prompt, live, standalone=True)
+            for mode in MODES
         ]
         for mode, turn in zip(MODES, turns, strict=True):
             ComparisonResult.objects.create(
@@ -210,12 +211,12 @@ def side_of(result: ComparisonResult) -> Side:
 
 
 def seconds(value: float | None) -> str:
-    """0.41 s below ten seconds, 12 s above: as precise as a person reads it."""
+    """0.41 s below a second, 9.8 s below a hundred: as precise as a person reads it."""
     if value is None:
         return "—"
     if value < 1:
         return f"{value:.2f} s"
-    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -132,8 +132,14 @@ def _owned(owner: Owner, conversation_id: int) -> Conversation:
     return conversation
 
 
-def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -> Turn:
-    """Save the user's message (before anything is sent upstream) and an empty answer."""
+def create_turn(
+    owner: Owner, conversation_id: int, text: str, live: set[int], *, standalone: bool = False
+) -> Turn:
+    """Save the user's message (before anything is sent upstream) and an empty answer.
+
+    ``standalone`` sends the message without the conversation's earlier turns (each trial of
+    a comparison is the same single question, not a follow-up).
+    """
     text = text.strip()
     if not text:
         raise ClientError("Type a message first.")
@@ -164,7 +170,7 @@ def create_turn(owner: Owner, conversation_id: int, text: str, live: set[int]) -
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, [*rows, user]),
+        context=_context(conversation, [user] if standalone else [*rows, user]),
         answer=fragments.message_view(answer, is_latest=True),
         user=fragments.message_view(user),
         stale_retry=stale_retry,

@@ -133,7 +133,7 @@ async def test_streaming_reading_begins_long_before_the_whole_answer_lands(
     assert f"/compare/{run_id}/" in visitor.http.get("/compare/history/").text
 
 
-async def test_five_runs_draw_a_chart_with_medians(visitor: Visitor) -> None:
+async def test_five_runs_draw_a_chart_with_medians(visitor: Visitor, simulator: Simulator) -> None:
     visitor.http.get("/compare/")
     async with compare_socket(visitor) as ws:
         _, frames, trials = await run_comparison(
@@ -143,6 +143,9 @@ async def test_five_runs_draw_a_chart_with_medians(visitor: Visitor) -> None:
         late = str(await asyncio.wait_for(ws.recv(), 5))
         assert 'data-figure="first-text"' in late and "Measured on the server" in late
     assert [t["trial"] for t in trials] == ["1", "2", "3", "4", "5"]
+    # Each trial is the same single question, not a follow-up to the previous answer.
+    sent = [r for r in simulator.requests() if "[t-cmp5]" in r["messages"][-1]["content"]]
+    assert len(sent) == 10 and all(len(r["messages"]) == 1 for r in sent)
     run_id = int(trials[0]["run"])
     saved = visitor.http.get(f"/compare/{run_id}.json").json()
     assert len(saved["results"]) == 10

@@ -103,3 +103,14 @@ def test_someone_elses_conversation_is_refused() -> None:
     with pytest.raises(ClientError, match="no longer exists"):
         create_turn(stranger, chat.pk, "Hi", live=set())
     assert not Message.objects.exists()
+
+
+def test_a_standalone_turn_sends_only_the_question() -> None:
+    chat = conversation(system_prompt="Be brief.")
+    Message.objects.create(conversation=chat, role="user", content="Earlier")
+    Message.objects.create(conversation=chat, role="assistant", content="Earlier answer")
+    turn = create_turn(OWNER, chat.pk, "Same question", live=set(), standalone=True)
+    assert turn.context == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Same question"},
+    ]
