@@ -18,16 +18,12 @@ from .comparisons import MODES, Side, run_sides, verdict
 from .fragments import log_id, message_view
 from .models import ComparisonRun, Message
 from .owners import Owner
+from .views import model_choices
 
 MODE_TITLES = {
     ComparisonRun.Mode.STREAM: "Streaming on",
     ComparisonRun.Mode.NOSTREAM: "Streaming off",
 }
-
-
-def _models() -> list[dict[str, str]]:
-    suffix = " (offline simulator)" if settings.LLM_SIMULATOR else ""
-    return [{"id": name, "label": f"{name}{suffix}"} for name in settings.LLM_MODELS]
 
 
 def run_context(run: ComparisonRun) -> dict[str, Any]:
@@ -106,7 +102,7 @@ def _owned_run(request: HttpRequest, run_id: int) -> ComparisonRun:
 
 def _page(request: HttpRequest, run: ComparisonRun | None) -> HttpResponse:
     context: dict[str, Any] = {
-        "models": _models(),
+        "models": model_choices(),
         "presets": comparisons.PRESETS,
         "measuring": comparisons.upstream_label(),
         "simulator": settings.LLM_SIMULATOR,

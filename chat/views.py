@@ -33,7 +33,8 @@ def _owned(request: HttpRequest, conversation_id: int) -> Conversation:
     return conversation
 
 
-def _models() -> list[dict[str, str]]:
+def model_choices() -> list[dict[str, str]]:
+    """The configured models for a picker, labelled when the simulator answers for them."""
     suffix = " (offline simulator)" if settings.LLM_SIMULATOR else ""
     return [{"id": name, "label": f"{name}{suffix}"} for name in settings.LLM_MODELS]
 
@@ -53,7 +54,7 @@ def _page_context(request: HttpRequest, conversation: Conversation | None) -> di
         "conversations": owner.chats().only("id", "title", "updated_at")[:200],
         "conversation": conversation,
         "chat_messages": views,
-        "models": _models(),
+        "models": model_choices(),
         "simulator": settings.LLM_SIMULATOR,
         "streaming_answer_id": streaming_answer_id,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
