@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import statistics
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -338,12 +339,15 @@ def fragments_trial(run: ComparisonRun, trial: int, turns: Sequence[Turn]) -> st
     )
 
 
-_services: dict[int, ComparisonService] = {}
+# One per generation service (so per event loop), like the generations it drives.
+_services: weakref.WeakKeyDictionary[GenerationService, ComparisonService] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_comparisons() -> ComparisonService:
     generations = get_service()
-    service = _services.get(id(generations))
-    if service is None or service.generations is not generations:
-        service = _services[id(generations)] = ComparisonService(generations)
+    service = _services.get(generations)
+    if service is None:
+        service = _services[generations] = ComparisonService(generations)
     return service
