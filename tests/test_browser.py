@@ -134,7 +134,12 @@ def test_stop_in_the_browser_keeps_the_partial_answer(
     answer = p.locator('article[data-role="assistant"]').last
     answer.locator(".message__tail").filter(has_text=re.compile(r"\w+ \w+ \w+")).wait_for()
     p.get_by_role("button", name="Stop").click()
-    p.wait_for_selector('article[data-role="assistant"][data-status="stopped"]')
+    try:
+        p.wait_for_selector('article[data-role="assistant"][data-status="stopped"]')
+    except Exception as exc:  # say what the page showed instead
+        raise AssertionError(
+            f"never stopped; the answer was: {answer.evaluate('e => e.outerHTML')}"
+        ) from exc
     assert "Stopped." in answer.inner_text()
     assert p.get_by_role("button", name="Retry").is_visible()
     p.reload()
