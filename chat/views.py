@@ -19,7 +19,7 @@ from django_htmx.middleware import HtmxDetails
 from .fragments import message_view
 from .models import Conversation, Message
 from .owners import Owner
-from .services import Generation, get_service, peek_service, settle_orphans
+from .services import peek_service, settle_orphans
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -39,13 +39,17 @@ def model_choices() -> list[dict[str, str]]:
     return [{"id": name, "label": f"{name}{suffix}"} for name in settings.LLM_MODELS]
 
 
-def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict[str, object]:
+def _page_context(
+    request: HttpRequest, conversation: Conversation | None, live: set[int] | None = None
+) -> dict[str, object]:
+    """The chat page; ``live`` are the answers this process is generating (read if not given)."""
     owner = Owner.from_request(request)
     views = []
     streaming_answer_id = None
     if conversation is not None:
         rows = list(conversation.messages.all())
-        live = {g.answer_id for g in _live(conversation.pk)}
+        if live is None:
+            live = _live_ids(conversation.pk)
         for index, row in enumerate(rows):
             views.append(message_view(row, is_latest=index == len(rows) - 1))
             if row.status == Message.Status.STREAMING and row.pk in live:
@@ -61,14 +65,25 @@ def _page_context(request: HttpRequest, conversation: Conversation | None) -> di
     }
 
 
-def _live(conversation_id: int) -> list[Generation]:
-    """Generations of this process for the conversation (read on the server's event loop)."""
+def _live_ids(conversation_id: int) -> set[int]:
+    """Answers this process is generating in the conversation (read on the server's loop)."""
 
-    async def snapshots() -> list[Generation]:
+    async def snapshots() -> set[int]:
         service = peek_service()
-        return service.snapshots(conversation_id) if service else []
+        return {g.answer_id for g in service.snapshots(conversation_id)} if service else set()
 
     return async_to_sync(snapshots)()
+
+
+def _stop_live(conversation_id: int) -> None:
+    """Stop this conversation's answers in flight (their upstream requests close)."""
+
+    async def stop() -> None:
+        service = peek_service()
+        for generation in service.snapshots(conversation_id) if service else []:
+            await service.stop(conversation_id, generation.answer_id)  # type: ignore[union-attr]
+
+    async_to_sync(stop)()
 
 
 @require_GET
@@ -96,8 +111,9 @@ def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def conversation_page(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     conversation = _owned(request, conversation_id)
-    settle_orphans(conversation, {g.answer_id for g in _live(conversation.pk)})
-    return render(request, "chat/page.html", _page_context(request, conversation))
+    live = _live_ids(conversation.pk)
+    settle_orphans(conversation, live)
+    return render(request, "chat/page.html", _page_context(request, conversation, live))
 
 
 @require_POST
@@ -140,8 +156,7 @@ def rename_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpR
 @require_POST
 def delete_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     conversation = _owned(request, conversation_id)
-    for generation in _live(conversation.pk):
-        async_to_sync(get_service().stop)(conversation.pk, generation.answer_id)
+    _stop_live(conversation.pk)
     conversation.delete()
     url = reverse("chat:index")
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

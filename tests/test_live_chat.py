@@ -399,3 +399,20 @@ async def test_the_api_key_never_reaches_the_browser_or_the_log(
         visitor.close()
         stop_process(process)
     assert secret not in app.log()
+
+
+async def test_deleting_a_conversation_mid_answer_stops_it(
+    visitor: Visitor, simulator: Simulator
+) -> None:
+    conversation = visitor.new_conversation()
+    async with visitor.socket(conversation) as ws:
+        await send(ws, "Delete me [t-delete]\n#sim tokens=400 tps=20 ttft=0.05")
+        for _ in range(3):
+            await asyncio.wait_for(ws.recv(), 10)
+        response = visitor.post(f"/c/{conversation}/delete/")
+        assert response.status_code == 200  # followed to the (now empty) index
+    await asyncio.sleep(0.3)
+    sim = simulator.request_for("[t-delete]")
+    assert sim["outcome"] == "disconnected"  # the upstream request was closed
+    assert visitor.http.get(f"/c/{conversation}/").status_code == 404
+    assert "Traceback" not in visitor.app.log()
