@@ -242,6 +242,7 @@ class Generation:
     finished_at: float | None = None
     usage: llm.Usage | None = None
     finish_reason: str = ""
+    request_id: str = ""  # the upstream's id for this answer, for support
     error: llm.UpstreamError | None = None
     stop_requested: bool = False
     done: bool = False
@@ -288,7 +289,7 @@ class Generation:
                 error_kind=self.error.kind,
                 error_message=self.error.message,
                 retry_after=self.error.retry_after,
-                request_id=self.error.request_id or "",
+                request_id=self.error.request_id or self.request_id,
             )
         elif self.stop_requested:
             status = Message.Status.STOPPED
@@ -296,6 +297,7 @@ class Generation:
         end = self.finished_at or time.perf_counter()
         fields.update(
             status=status,
+            request_id=fields.get("request_id") or self.request_id,
             content="".join(self.text),
             reasoning="".join(self.reasoning),
             finish_reason=self.finish_reason,
@@ -491,6 +493,7 @@ class GenerationService:
                 generation.usage = event
             elif isinstance(event, llm.Finished):
                 generation.finish_reason = event.reason
+                generation.request_id = event.request_id or ""
             elif isinstance(event, llm.Failed):
                 generation.error = event.error
 

@@ -168,7 +168,7 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
     conversation = _owned(request, conversation_id)
     fields = (
         "id", "role", "content", "reasoning", "status", "model", "streamed", "finish_reason",
-        "error_kind", "error_message", "ttft_ms", "total_ms", "prompt_tokens",
+        "error_kind", "error_message", "request_id", "ttft_ms", "total_ms", "prompt_tokens",
         "completion_tokens", "total_tokens", "created_at", "completed_at",
     )  # fmt: skip
     return JsonResponse(

@@ -64,6 +64,7 @@ async def test_streaming_answer_grows_live_and_is_saved_exactly(
     assert saved["content"] == sim["text"]
     assert saved["status"] == "complete"
     assert saved["completion_tokens"] == sim["tokens_sent"]
+    assert saved["request_id"]  # the upstream's id, kept for support
     assert saved["ttft_ms"] is not None and 0 < saved["ttft_ms"] < saved["total_ms"]
     # The final frame shows the figures: first token, total, tokens/s and the upstream's usage.
     final_html = frames[-1].html
