@@ -71,6 +71,7 @@ def test_type_watch_it_grow_reload_and_find_it_in_history(
     p = page
     p.goto(app.url + "/")
     p.get_by_role("button", name="Start a new chat").click()
+    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
 
     box = p.get_by_role("textbox", name="Message")
     box.click()
@@ -128,6 +129,7 @@ def test_stop_in_the_browser_keeps_the_partial_answer(
     p = page
     p.goto(app.url + "/")
     p.get_by_role("button", name="Start a new chat").click()
+    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
     box = p.get_by_role("textbox", name="Message")
     box.fill("Long answer please [t-browser-stop]\n#sim tokens=400 tps=20 ttft=0.1")
     box.press("Enter")
@@ -153,6 +155,7 @@ def test_stream_off_shows_a_live_timer_then_the_whole_answer(
     p = page
     p.goto(app.url + "/")
     p.get_by_role("button", name="Start a new chat").click()
+    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
     with p.expect_response(lambda r: r.url.endswith("/settings/")):
         p.get_by_role("checkbox", name="Stream").uncheck()
     box = p.get_by_role("textbox", name="Message")
@@ -178,6 +181,7 @@ def test_compare_streaming_on_and_off_as_a_stakeholder_sees_it(
 ) -> None:
     p = page
     p.goto(app.url + "/compare/")
+    p.wait_for_selector('[data-connected="true"]')
     assert "Measuring:" in p.locator(".compare__measuring").inner_text()
     p.get_by_role("button", name="Short question").click()
     assert "Australia" in p.get_by_role("textbox", name="Prompt").input_value()

@@ -3,6 +3,14 @@
 (function () {
   "use strict";
 
+  // The socket's state, for the page (a "reconnecting" notice) and for tests to wait on.
+  document.addEventListener("htmx:wsOpen", function (event) {
+    event.target.dataset.connected = "true";
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
+    event.target.dataset.connected = "false";
+  });
+
   // Enter sends, Shift+Enter makes a new line.
   document.addEventListener("keydown", function (event) {
     var box = event.target;
