@@ -20,6 +20,8 @@ from .owners import Owner
 from .services import FRAME_EVENT, get_conversation, get_service
 
 CLOSE_NOT_FOUND = 4404
+# The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
+MAX_FRAME_BYTES = 256 * 1024
 
 
 class FrameConsumer(AsyncJsonWebsocketConsumer):
@@ -35,6 +37,8 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         try:
             if text_data is None:
                 raise ClientError("Binary messages are not accepted.")
+            if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode()) > MAX_FRAME_BYTES:
+                raise ClientError("That request is too large.")
             try:
                 content = await self.decode_json(text_data)
             except ValueError as exc:

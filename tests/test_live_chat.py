@@ -308,6 +308,9 @@ async def test_retry_after_stop_answers_again(visitor: Visitor, simulator: Simul
             json.dumps({"action": "send", "message": 5}), "Type a message", id="wrong-type"
         ),
         pytest.param(json.dumps({"action": "stop"}), "named no answer", id="stop-without-id"),
+        pytest.param(
+            json.dumps({"action": "send", "message": "汉" * 100_000}), "too large", id="huge-frame"
+        ),
     ],
 )
 async def test_bad_input_gets_a_clear_message_and_stores_nothing(
