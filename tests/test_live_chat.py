@@ -420,3 +420,18 @@ async def test_deleting_a_conversation_mid_answer_stops_it(
     assert sim["outcome"] == "disconnected"  # the upstream request was closed
     assert visitor.http.get(f"/c/{conversation}/").status_code == 404
     assert "Traceback" not in visitor.app.log()
+
+
+async def test_stream_off_with_a_model_that_only_streams_is_buffered(
+    visitor: Visitor, simulator: Simulator
+) -> None:
+    conversation = visitor.new_conversation(model="qwq-plus", stream="off")
+    async with visitor.socket(conversation) as ws:
+        await send(ws, "Think first [t-qwq]\n#sim tokens=20 tps=100 ttft=0.05")
+        answer_id, frames, final = await collect_answer(ws)
+    assert final["data-status"] == "complete"
+    assert streamed_text(frames, answer_id) == ""  # delivered at once, as "stream off" promises
+    assert "stream off (buffered)" in frames[-1].html
+    sim = simulator.request_for("[t-qwq]")
+    assert sim["stream"] is True  # the upstream only takes streaming calls
+    assert answer_row(visitor.export(conversation), answer_id)["content"] == sim["text"]
