@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 
 from . import fragments
 from .exceptions import ClientError
@@ -67,7 +68,7 @@ def upstream_label() -> str:
 # --- Database work (sync) ---------------------------------------------------------------------
 
 
-def owned_runs(owner: Owner):  # type: ignore[no-untyped-def]  # a QuerySet[ComparisonRun]
+def owned_runs(owner: Owner) -> QuerySet[ComparisonRun]:
     if owner.user_id is not None:
         return ComparisonRun.objects.filter(user_id=owner.user_id)
     return ComparisonRun.objects.filter(user__isnull=True, session_key=owner.session_key)

@@ -80,8 +80,10 @@ def _stop_live(conversation_id: int) -> None:
 
     async def stop() -> None:
         service = peek_service()
-        for generation in service.snapshots(conversation_id) if service else []:
-            await service.stop(conversation_id, generation.answer_id)  # type: ignore[union-attr]
+        if service is None:
+            return
+        for generation in service.snapshots(conversation_id):
+            await service.stop(conversation_id, generation.answer_id)
 
     async_to_sync(stop)()
 
