@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from chat.fragments import MessageView, render_message
 from chat.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +64,13 @@ def test_history_shows_messages_in_order_with_their_status(client: Client) -> No
     assert "<strong>Hi</strong>" in page
     assert 'data-status="error"' in page and "Request timed out" in page
     assert ">Retry</button>" in page
+
+
+def test_a_streaming_answer_is_busy_for_screen_readers() -> None:
+    """The log announces the finished answer once, not every token while it grows."""
+    live = render_message(MessageView(id=1, role="assistant", status="streaming", content="Hal"))
+    done = render_message(MessageView(id=1, role="assistant", status="complete", content="Half"))
+    assert 'aria-busy="true"' in live and "aria-busy" not in done
 
 
 def test_an_orphaned_streaming_answer_is_shown_as_interrupted(client: Client) -> None:
