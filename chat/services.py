@@ -353,12 +353,6 @@ class GenerationService:
     def snapshots(self, conversation_id: int) -> list[Generation]:
         return [g for g in self.running.values() if g.turn.conversation_id == conversation_id]
 
-    async def wait_idle(self) -> None:
-        """Wait for every generation in flight (tests and graceful shutdown)."""
-        tasks = [g.task for g in self.running.values() if g.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
     # Internals ----------------------------------------------------------------------------
 
     async def start_turns(self, turns: Sequence[Turn], origin: str | None) -> list[Generation]:
