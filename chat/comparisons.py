@@ -69,9 +69,10 @@ def upstream_label() -> str:
 
 
 def owned_runs(owner: Owner) -> QuerySet[ComparisonRun]:
+    runs = ComparisonRun.objects.prefetch_related("results__answer")
     if owner.user_id is not None:
-        return ComparisonRun.objects.filter(user_id=owner.user_id)
-    return ComparisonRun.objects.filter(user__isnull=True, session_key=owner.session_key)
+        return runs.filter(user_id=owner.user_id)
+    return runs.filter(user__isnull=True, session_key=owner.session_key)
 
 
 def get_run(owner: Owner, run_id: int) -> ComparisonRun | None:
@@ -257,9 +258,9 @@ def verdict(stream: Sequence[Side], nostream: Sequence[Side]) -> str:
 
 
 def run_sides(run: ComparisonRun) -> dict[str, list[Side]]:
-    results = run.results.select_related("answer").order_by("trial")
+    """Each mode's sides in trial order (uses prefetched ``results__answer`` when there)."""
     sides: dict[str, list[Side]] = {mode: [] for mode in MODES}
-    for result in results:
+    for result in sorted(run.results.all(), key=lambda r: r.trial):
         sides[result.mode].append(side_of(result))
     return sides
 
