@@ -65,13 +65,19 @@ def page(browser: Browser, app: App, problems: list[str]) -> Iterator[Page]:
         context.close()
 
 
+def open_new_chat(page: Page, app: App) -> None:
+    """A first visit: start a chat and wait until its socket is open (typing before would
+    race the page's deferred scripts)."""
+    page.goto(app.url + "/")
+    page.get_by_role("button", name="Start a new chat").click()
+    page.wait_for_selector('[data-connected="true"]')
+
+
 def test_type_watch_it_grow_reload_and_find_it_in_history(
     page: Page, app: App, simulator: Simulator, problems: list[str]
 ) -> None:
     p = page
-    p.goto(app.url + "/")
-    p.get_by_role("button", name="Start a new chat").click()
-    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
+    open_new_chat(p, app)
 
     box = p.get_by_role("textbox", name="Message")
     box.click()
@@ -127,9 +133,7 @@ def test_stop_in_the_browser_keeps_the_partial_answer(
     page: Page, app: App, problems: list[str]
 ) -> None:
     p = page
-    p.goto(app.url + "/")
-    p.get_by_role("button", name="Start a new chat").click()
-    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
+    open_new_chat(p, app)
     box = p.get_by_role("textbox", name="Message")
     box.fill("Long answer please [t-browser-stop]\n#sim tokens=400 tps=20 ttft=0.1")
     box.press("Enter")
@@ -153,9 +157,7 @@ def test_stream_off_shows_a_live_timer_then_the_whole_answer(
     page: Page, app: App, simulator: Simulator, problems: list[str]
 ) -> None:
     p = page
-    p.goto(app.url + "/")
-    p.get_by_role("button", name="Start a new chat").click()
-    p.wait_for_selector('[data-connected="true"]')  # the page's socket is open
+    open_new_chat(p, app)
     with p.expect_response(lambda r: r.url.endswith("/settings/")):
         p.get_by_role("checkbox", name="Stream").uncheck()
     box = p.get_by_role("textbox", name="Message")
