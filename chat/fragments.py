@@ -220,5 +220,5 @@ def alert_frame(message: str) -> str:
     )
 
 
-SENT_MARKER = '<template id="composer-sent" hx-swap-oob="true" data-sent></template>'
+SENT_MARKER = '<span id="composer-sent" hx-swap-oob="true" data-sent hidden></span>'
 """Added to a turn frame for the socket that sent it, so only that page clears its message box."""
