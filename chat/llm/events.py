@@ -1,0 +1,134 @@
+"""What a reply is made of: the typed events ``ChatClient.stream_reply`` yields, and its errors.
+
+Every protocol (OpenAI-compatible, DashScope native) is parsed into these same events, so the
+relay, the database and the browser see one stream whatever the upstream speaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the visible answer; never empty."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's thinking (reasoning_content / reasoning / reasoning_text)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as reported by the server; cumulative, so the last one wins."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The model finished normally; ``reason`` is the server's finish_reason ("stop", ...)."""
+
+    reason: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The reply failed; always the last event of a reply."""
+
+    error: UpstreamError
+
+
+Event: TypeAlias = TextDelta | ReasoningDelta | Usage | Finished | Failed
+
+
+class UpstreamError(Exception):
+    """Base of every upstream failure; ``message`` is a user-facing English sentence."""
+
+    kind: ClassVar[str] = "error"
+    default_message: ClassVar[str] = "The model server failed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.message: str = message if message is not None else self.default_message
+        self.status = status
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.code = code
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        parts = [f"message={self.message!r}"]
+        for name in ("status", "code", "retry_after", "request_id"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes would otherwise be lost by pickle/copy.
+        return (type(self), (self.message,), self.__dict__.copy())
+
+
+class UpstreamUnavailable(UpstreamError):
+    kind = "unavailable"
+    default_message = "Could not reach the model server. Is it running?"
+
+
+class UpstreamTimeout(UpstreamError):
+    kind = "timeout"
+    default_message = "Request timed out, please try again later."
+
+
+class UpstreamAuthError(UpstreamError):
+    kind = "auth"
+    default_message = "The model server rejected the API key (HTTP 401)."
+
+
+class UpstreamRateLimited(UpstreamError):
+    kind = "rate_limit"
+    default_message = "Rate limited by the model server; please wait a moment and retry."
+
+
+class UpstreamBadRequest(UpstreamError):
+    kind = "bad_request"
+    default_message = "The model server refused the request."
+
+
+class UpstreamServerError(UpstreamError):
+    kind = "server"
+    default_message = "The model server failed."
+
+
+class UpstreamStreamError(UpstreamError):
+    kind = "stream_error"
+    default_message = "The model server reported an error while answering."
+
+
+class UpstreamInterrupted(UpstreamError):
+    kind = "incomplete"
+    default_message = "The answer was cut off: the model server closed the stream before finishing."
+
+
+class UpstreamProtocolError(UpstreamError):
+    kind = "protocol"
+    default_message = "The model server sent a response that could not be understood."
