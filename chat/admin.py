@@ -1,8 +1,30 @@
 from __future__ import annotations
 
+import os
+
 from django.contrib import admin
 
-from .models import Conversation, Message
+from .models import Conversation, Message, Provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    """Upstreams besides the default one; the key stays in the environment, named here."""
+
+    list_display = ("name", "protocol", "base_url", "api_key_env", "key_present", "enabled")
+    list_editable = ("enabled",)
+    list_filter = ("protocol", "enabled")
+    fields = (
+        "name", "protocol", "base_url", "api_key_env", "model_list", "include_usage",
+        "incremental_output", "enabled", "position",
+    )  # fmt: skip
+
+    @admin.display(boolean=True, description="key set")
+    def key_present(self, provider: Provider) -> bool | None:
+        """Whether the named variable is set on this server (never its value)."""
+        if not provider.api_key_env:
+            return None
+        return bool(os.environ.get(provider.api_key_env))
 
 
 class MessageInline(admin.TabularInline):
@@ -14,7 +36,7 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("display_title", "user", "model", "stream", "updated_at")
+    list_display = ("display_title", "user", "provider", "model", "stream", "updated_at")
     search_fields = ("title",)
     inlines = [MessageInline]
 

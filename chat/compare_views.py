@@ -12,13 +12,13 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
-from . import comparisons
+from . import comparisons, providers
 from .charts import ChartData, TrialWaits, render_waits_chart
 from .comparisons import MODES, Side, run_sides, verdict
 from .fragments import log_id, message_view
 from .models import ComparisonRun, Message
 from .owners import Owner
-from .views import model_choices
+from .views import conversation_choice
 
 MODE_TITLES = {
     ComparisonRun.Mode.STREAM: "Streaming on",
@@ -102,12 +102,13 @@ def _owned_run(request: HttpRequest, run_id: int) -> ComparisonRun:
 
 def _page(request: HttpRequest, run: ComparisonRun | None) -> HttpResponse:
     context: dict[str, Any] = {
-        "models": model_choices(),
+        "model_groups": providers.picker(
+            conversation_choice(run.stream_conversation) if run else ""
+        ),
         "presets": comparisons.PRESETS,
         "measuring": comparisons.upstream_label(),
         "simulator": settings.LLM_SIMULATOR,
         "prompt_limit": comparisons.PROMPT_LIMIT,
-        "selected_model": run.model if run else settings.LLM_MODELS[0],
         "prompt": run.prompt if run else "",
         "socket": f"/ws/compare/{run.pk}/" if run else "/ws/compare/",
     }

@@ -14,15 +14,13 @@ import statistics
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import fragments
+from . import fragments, providers
 from .exceptions import ClientError
 from .models import ComparisonResult, ComparisonRun, Conversation, Message
 from .owners import Owner
@@ -58,11 +56,13 @@ def comparison_group(run_id: int) -> str:
     return f"comparison-{run_id}"
 
 
-def upstream_label() -> str:
+def upstream_label(upstream: providers.Upstream | None = None) -> str:
     """What a run measures, for the page and the saved run: never the key, only the host."""
-    if settings.LLM_SIMULATOR:
-        return "offline simulator"
-    return urlsplit(settings.LLM_API_BASE).netloc or settings.LLM_API_BASE
+    upstream = upstream or providers.default_upstream()
+    host = upstream.host
+    if upstream.simulator or upstream.name.lower() == host.lower():
+        return host
+    return f"{upstream.name} ({host})"
 
 
 # --- Database work (sync) ---------------------------------------------------------------------
@@ -88,8 +88,7 @@ def create_run(owner: Owner, prompt: str, model: str, trials: int) -> Comparison
         raise ClientError(
             f"That prompt is too long ({len(prompt):,} characters; at most {PROMPT_LIMIT:,})."
         )
-    if model not in settings.LLM_MODELS:
-        raise ClientError(f"Unknown model “{model}”.")
+    upstream, model = providers.parse_choice(model)
     if trials not in TRIAL_CHOICES:
         raise ClientError("A comparison runs once or 5 times.")
     title = " ".join(prompt.split())[:50]
@@ -99,6 +98,7 @@ def create_run(owner: Owner, prompt: str, model: str, trials: int) -> Comparison
             sides[mode] = Conversation.objects.create(
                 purpose=Conversation.Purpose.COMPARE,
                 title=f"{title} ({mode})",
+                provider_id=upstream.provider_id,
                 model=model,
                 stream=mode == ComparisonRun.Mode.STREAM,
                 **owner.new_conversation_fields(),
@@ -107,7 +107,7 @@ def create_run(owner: Owner, prompt: str, model: str, trials: int) -> Comparison
             prompt=prompt,
             model=model,
             trials=trials,
-            upstream=upstream_label(),
+            upstream=upstream_label(upstream),
             buffered=fragments.is_stream_only(model),
             stream_conversation=sides[ComparisonRun.Mode.STREAM],
             nostream_conversation=sides[ComparisonRun.Mode.NOSTREAM],

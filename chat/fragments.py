@@ -35,6 +35,8 @@ class MessageView:
     retry_after: float | None = None
     finish_reason: str = ""
     ttft_ms: float | None = None
+    thinking_ms: float | None = None
+    answer_ms: float | None = None
     total_ms: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -44,6 +46,8 @@ class MessageView:
     is_latest: bool = False
     committed: int = 0  # while streaming: how much of content is finished markdown blocks
     buffered: bool = False  # stream off, but the model only streams: the server buffered it
+    provider_name: str = ""
+    thinking_s: float | None = None  # while streaming: seconds the model has been thinking
 
     @property
     def html(self) -> str:
@@ -63,6 +67,14 @@ class MessageView:
     @property
     def ttft_s(self) -> float | None:
         return None if self.ttft_ms is None else self.ttft_ms / 1000
+
+    @property
+    def thinking_seconds(self) -> float | None:
+        return None if self.thinking_ms is None else self.thinking_ms / 1000
+
+    @property
+    def answer_s(self) -> float | None:
+        return None if self.answer_ms is None else self.answer_ms / 1000
 
     @property
     def total_s(self) -> float | None:
@@ -97,12 +109,15 @@ def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
         retry_after=message.retry_after,
         finish_reason=message.finish_reason,
         ttft_ms=message.ttft_ms,
+        thinking_ms=message.thinking_ms,
+        answer_ms=message.answer_ms,
         total_ms=message.total_ms,
         prompt_tokens=message.prompt_tokens,
         completion_tokens=message.completion_tokens,
         total_tokens=message.total_tokens,
         is_latest=is_latest,
         buffered=not message.streamed and is_stream_only(message.model),
+        provider_name=message.provider_name,
     )
 
 
@@ -176,6 +191,8 @@ def delta_frame(
     *,
     block: str = "",
     tail: str = "",
+    thinking_began: bool = False,
+    thought_ms: float | None = None,
 ) -> str:
     """Appends what arrived since the last frame; only the new characters travel.
 
@@ -186,10 +203,14 @@ def delta_frame(
     parts = []
     if first:
         parts.append(f'<p id="answer-{answer_id}-wait" hx-swap-oob="delete"></p>')
+    if thinking_began:
+        parts.append(thinking_status(answer_id, elapsed_s=0.0))
     if reasoning:
         parts.append(
             f'<div hx-swap-oob="beforeend:#answer-{answer_id}-reasoning">{escape(reasoning)}</div>'
         )
+    if thought_ms is not None:
+        parts.append(thinking_status(answer_id, thought_ms=thought_ms))
     if text:
         parts.append(
             f'<div hx-swap-oob="beforeend:#answer-{answer_id}-text" data-seq="{seq}">'
@@ -201,6 +222,22 @@ def delta_frame(
             f'<div id="answer-{answer_id}-text" hx-swap-oob="innerHTML">{escape(tail)}</div>'
         )
     return "".join(parts)
+
+
+def thinking_status(
+    answer_id: int, *, elapsed_s: float | None = None, thought_ms: float | None = None
+) -> str:
+    """The Thinking block's summary: a live "Thinking… 1.2 s", then "Thought for 3.4 s"."""
+    if thought_ms is not None:
+        return (
+            f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
+            f' data-thought-ms="{thought_ms:.1f}">Thought for {thought_ms / 1000:.1f} s</span>'
+        )
+    return (
+        f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
+        f' data-timer data-label="Thinking…" data-elapsed="{elapsed_s or 0:.3f}">'
+        f"Thinking… {elapsed_s or 0:.1f} s</span>"
+    )
 
 
 def final_frame(answer: MessageView) -> Frame:

@@ -3,13 +3,75 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+
+env_var_name = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "Give the NAME of an environment variable (letters, digits and _), never the key itself.",
+)
 
 
 def conversation_group(conversation_id: int) -> str:
     """The channel-layer group every socket showing this conversation joins (named only here)."""
     return f"conversation-{conversation_id}"
+
+
+class Provider(models.Model):
+    """An upstream besides the default one from the environment, added in the admin.
+
+    The key is never stored: ``api_key_env`` names the environment variable that holds it,
+    read when a request is made, so rotating a key needs no database change.
+    """
+
+    class Protocol(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        DASHSCOPE = "dashscope", "DashScope native"
+
+    name = models.CharField(max_length=100, unique=True)
+    protocol = models.CharField(max_length=16, choices=Protocol.choices, default=Protocol.OPENAI)
+    base_url = models.URLField(
+        max_length=500,
+        help_text="e.g. https://dashscope.aliyuncs.com/compatible-mode/v1, "
+        "https://dashscope.aliyuncs.com/api/v1 (native), http://127.0.0.1:11434/v1 (Ollama)",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[env_var_name],
+        help_text="The NAME of the environment variable holding the key (e.g. OPENAI_API_KEY). "
+        "Leave empty for servers without keys.",
+    )
+    model_list = models.TextField(
+        "models", help_text="Model names, one per line or separated by commas."
+    )
+    include_usage = models.BooleanField(
+        default=True, help_text="Ask for token usage at the end of a stream (stream_options)."
+    )
+    incremental_output = models.BooleanField(
+        default=True,
+        help_text="DashScope native only: stream deltas (on) or the whole text so far (off).",
+    )
+    enabled = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Order in the picker.")
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def model_names(self) -> list[str]:
+        names = (part.strip() for line in self.model_list.splitlines() for part in line.split(","))
+        return list(dict.fromkeys(name for name in names if name))
+
+    def clean(self) -> None:
+        if not self.model_names:
+            raise ValidationError({"model_list": "Name at least one model."})
 
 
 class Conversation(models.Model):
@@ -28,9 +90,25 @@ class Conversation(models.Model):
     )
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     title = models.CharField(max_length=200, blank=True)
+    # None is the default provider, configured by the environment.
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     model = models.CharField(max_length=200)
     system_prompt = models.TextField(blank=True)
     stream = models.BooleanField(default=True, help_text="Ask the upstream for a streamed answer.")
+    # Request options; None means "the model's default" and is not sent.
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    top_p = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    seed = models.PositiveIntegerField(null=True, blank=True)
+    enable_thinking = models.BooleanField(null=True, blank=True)
     # Comparison panes are conversations too (same relay, same rows), kept out of the sidebar.
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.CHAT)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -78,7 +156,16 @@ class Message(models.Model):
     error_message = models.TextField(blank=True)
     retry_after = models.FloatField(null=True, blank=True)
     request_id = models.CharField(max_length=100, blank=True)
-    ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to the first token.")
+    ttft_ms = models.FloatField(
+        null=True, blank=True, help_text="Time to the first token, thinking or answer."
+    )
+    thinking_ms = models.FloatField(
+        null=True, blank=True, help_text="From the first thinking token to the first answer token."
+    )
+    answer_ms = models.FloatField(
+        null=True, blank=True, help_text="Time to the first token of the answer itself."
+    )
+    provider_name = models.CharField(max_length=100, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

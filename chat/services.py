@@ -25,13 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import fragments, llm
+from . import fragments, llm, providers
 from .exceptions import ClientError
 from .markdown import BlockSplitter
 from .models import Conversation, Message, conversation_group
@@ -55,6 +56,8 @@ class Turn:
     stream: bool
     context: list[dict[str, str]]
     answer: fragments.MessageView
+    upstream: providers.Upstream
+    options: dict[str, Any] = field(default_factory=dict)
     user: fragments.MessageView | None = None
     stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
     new_title: str = ""
@@ -62,6 +65,21 @@ class Turn:
 
 def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
     return owner.conversations().filter(pk=conversation_id).first()
+
+
+def request_options(conversation: Conversation) -> dict[str, Any]:
+    """The conversation's request options that are set; unset ones are not sent at all."""
+    names = ("temperature", "top_p", "max_tokens", "seed", "enable_thinking")
+    return {n: getattr(conversation, n) for n in names if getattr(conversation, n) is not None}
+
+
+def _upstream(conversation: Conversation) -> providers.Upstream:
+    """The conversation's provider, checked before anything is saved or sent."""
+    upstream = providers.upstream_for(conversation.provider_id)
+    problem = upstream.missing_key()
+    if problem:
+        raise ClientError(problem)
+    return upstream
 
 
 def _history(conversation: Conversation) -> list[Message]:
@@ -72,7 +90,8 @@ def _history(conversation: Conversation) -> list[Message]:
 def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
     """Messages sent upstream: the system prompt, then every turn that has usable text.
 
-    Failed answers are left out (their partial text is kept for the reader, not the model).
+    Failed answers are left out (their partial text is kept for the reader, not the model),
+    and so is every answer's thinking: models expect only the answers of earlier turns.
     """
     messages: list[dict[str, str]] = []
     if conversation.system_prompt.strip():
@@ -115,12 +134,13 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
         raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
 
 
-def _new_answer(conversation: Conversation) -> Message:
+def _new_answer(conversation: Conversation, upstream: providers.Upstream) -> Message:
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=conversation.model,
+        provider_name=upstream.name,
         streamed=conversation.stream,
     )
 
@@ -150,6 +170,7 @@ def create_turn(
         )
     with transaction.atomic():
         conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
         # A Retry button on the previous answer goes stale once a new question is asked.
@@ -161,7 +182,7 @@ def create_turn(
         user = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=text
         )
-        answer = _new_answer(conversation)
+        answer = _new_answer(conversation, upstream)
         conversation.updated_at = timezone.now()
         new_title = "" if conversation.title else " ".join(text.split())[:60]
         conversation.title = conversation.title or new_title
@@ -172,6 +193,8 @@ def create_turn(
         stream=conversation.stream,
         context=_context(conversation, [user] if standalone else [*rows, user]),
         answer=fragments.message_view(answer, is_latest=True),
+        upstream=upstream,
+        options=request_options(conversation),
         user=fragments.message_view(user),
         stale_retry=stale_retry,
         new_title=new_title,
@@ -182,12 +205,13 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     """A fresh answer to the same question; the failed or stopped one stays in the history."""
     with transaction.atomic():
         conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
         latest = rows[-1] if rows else None
         if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
             raise ClientError("Only the latest answer can be retried.")
-        answer = _new_answer(conversation)
+        answer = _new_answer(conversation, upstream)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
     return Turn(
@@ -196,6 +220,8 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         stream=conversation.stream,
         context=_context(conversation, rows[:-1]),
         answer=fragments.message_view(answer, is_latest=True),
+        upstream=upstream,
+        options=request_options(conversation),
         stale_retry=latest.pk,
     )
 
@@ -238,7 +264,9 @@ class Generation:
     saved_size: tuple[int, int] = (0, 0)  # parts of text/reasoning in the last progress save
     committed: int = 0  # characters of shown text already sent as rendered markdown blocks
     started: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
+    first_token_at: float | None = None  # thinking or answer, whichever came first
+    first_reasoning_at: float | None = None
+    first_text_at: float | None = None
     finished_at: float | None = None
     usage: llm.Usage | None = None
     finish_reason: str = ""
@@ -261,6 +289,18 @@ class Generation:
     def elapsed_ms(self, until: float | None = None) -> float:
         return ((until or time.perf_counter()) - self.started) * 1000
 
+    def thinking_elapsed_s(self) -> float | None:
+        """Seconds of thinking so far while the model still thinks (for a live timer)."""
+        if self.first_reasoning_at is None or self.first_text_at is not None:
+            return None
+        return time.perf_counter() - self.first_reasoning_at
+
+    def thought_ms(self) -> float | None:
+        """How long the model thought, once its answer has begun."""
+        if self.first_reasoning_at is None or self.first_text_at is None:
+            return None
+        return (self.first_text_at - self.first_reasoning_at) * 1000
+
     def live_view(self) -> fragments.MessageView:
         """The answer as it stands, for a socket that joins mid-stream."""
         base = self.turn.answer
@@ -273,6 +313,8 @@ class Generation:
             model=base.model,
             streamed=base.streamed,
             elapsed_s=self.elapsed_ms() / 1000,
+            thinking_s=self.thinking_elapsed_s(),
+            thinking_ms=self.thought_ms(),
             seq=self.seq,
             is_latest=True,
             committed=self.committed,
@@ -295,6 +337,9 @@ class Generation:
             status = Message.Status.STOPPED
         usage = self.usage
         end = self.finished_at or time.perf_counter()
+        thinking_ms = None
+        if self.first_reasoning_at is not None:
+            thinking_ms = ((self.first_text_at or end) - self.first_reasoning_at) * 1000
         fields.update(
             status=status,
             request_id=fields.get("request_id") or self.request_id,
@@ -302,6 +347,8 @@ class Generation:
             reasoning="".join(self.reasoning),
             finish_reason=self.finish_reason,
             ttft_ms=self.elapsed_ms(self.first_token_at) if self.first_token_at else None,
+            thinking_ms=thinking_ms,
+            answer_ms=self.elapsed_ms(self.first_text_at) if self.first_text_at else None,
             total_ms=self.elapsed_ms(end),
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
@@ -314,12 +361,30 @@ class Generation:
 class GenerationService:
     """Starts, relays, saves and stops generations for one event loop (one Daphne process)."""
 
-    def __init__(self, client: llm.ChatClient) -> None:
-        self.client = client
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.clients: dict[tuple[Any, ...], llm.ChatClient] = {}
         self.running: dict[int, Generation] = {}
         self.frame_interval: float = settings.STREAM_FRAME_INTERVAL
         self.save_interval: float = settings.STREAM_SAVE_INTERVAL
         self._saver: asyncio.Task[None] | None = None
+
+    def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
+        """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
+        api_key = upstream.api_key()
+        key = (upstream.protocol, upstream.base_url, api_key, upstream.include_usage,
+               upstream.incremental)  # fmt: skip
+        client = self.clients.get(key)
+        if client is None:
+            client = self.clients[key] = llm.ChatClient(
+                self.http,
+                upstream.base_url,
+                api_key,
+                protocol=upstream.protocol,
+                include_usage=upstream.include_usage,
+                incremental=upstream.incremental,
+            )
+        return client
 
     # Public API, called by the consumer and views ------------------------------------------
 
@@ -470,16 +535,25 @@ class GenerationService:
 
     async def _read(self, generation: Generation) -> None:
         turn = generation.turn
-        async for event in self.client.stream_reply(
-            turn.model, turn.context, stream=turn.stream or turn.answer.buffered
+        client = self.client_for(turn.upstream)
+        async for event in client.stream_reply(
+            turn.model,
+            turn.context,
+            stream=turn.stream or turn.answer.buffered,
+            options=turn.options,
         ):
             if isinstance(event, llm.TextDelta | llm.ReasoningDelta):
+                now = time.perf_counter()
                 if generation.first_token_at is None:
-                    generation.first_token_at = time.perf_counter()
+                    generation.first_token_at = now
                 if isinstance(event, llm.TextDelta):
+                    if generation.first_text_at is None:
+                        generation.first_text_at = now
                     generation.text.append(event.text)
                     generation.pending_text.append(event.text)
                 else:
+                    if generation.first_reasoning_at is None:
+                        generation.first_reasoning_at = now
                     generation.reasoning.append(event.text)
                     generation.pending_reasoning.append(event.text)
                 generation.wake.set()
@@ -493,7 +567,7 @@ class GenerationService:
 
     async def _publish_loop(self, generation: Generation) -> None:
         """Send coalesced deltas; at the end save the answer, then send the final frame."""
-        sent_first = False
+        sent_first = sent_reasoning = sent_text = False
         while True:
             await generation.wake.wait()
             generation.wake.clear()
@@ -510,6 +584,8 @@ class GenerationService:
                 generation.shown_reasoning = len(generation.reasoning)
                 block = generation.blocks.feed(text) if text else ""
                 generation.committed += len(block)
+                thinking_began = bool(reasoning) and not sent_reasoning
+                thought_ms = generation.thought_ms() if text and not sent_text else None
                 frame = fragments.delta_frame(
                     generation.answer_id,
                     generation.seq + 1,
@@ -518,7 +594,11 @@ class GenerationService:
                     not sent_first,
                     block=block,
                     tail=generation.blocks.tail,
+                    thinking_began=thinking_began,
+                    thought_ms=thought_ms,
                 )
+                sent_reasoning = sent_reasoning or bool(reasoning)
+                sent_text = sent_text or bool(text)
                 await self._publish(generation, frame, kind="delta")
                 sent_first = True
             if finished:
@@ -561,11 +641,5 @@ def get_service() -> GenerationService:
             read_timeout=settings.LLM_READ_TIMEOUT,
             max_connections=settings.LLM_MAX_CONNECTIONS,
         )
-        client = llm.ChatClient(
-            http,
-            settings.LLM_API_BASE,
-            settings.LLM_API_KEY or None,
-            include_usage=settings.LLM_INCLUDE_USAGE,
-        )
-        service = _services[loop] = GenerationService(client)
+        service = _services[loop] = GenerationService(http)
     return service

@@ -16,10 +16,12 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
+from . import providers
 from .fragments import message_view
 from .models import Conversation, Message
 from .owners import Owner
-from .services import peek_service, settle_orphans
+from .services import peek_service, request_options, settle_orphans
+from .settings_form import apply_settings
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -33,10 +35,11 @@ def _owned(request: HttpRequest, conversation_id: int) -> Conversation:
     return conversation
 
 
-def model_choices() -> list[dict[str, str]]:
-    """The configured models for a picker, labelled when the simulator answers for them."""
-    suffix = " (offline simulator)" if settings.LLM_SIMULATOR else ""
-    return [{"id": name, "label": f"{name}{suffix}"} for name in settings.LLM_MODELS]
+def conversation_choice(conversation: Conversation) -> str:
+    """The picker value of a conversation's provider and model."""
+    if conversation.provider_id is None:
+        return conversation.model
+    return f"p{conversation.provider_id}:{conversation.model}"
 
 
 def _page_context(
@@ -58,7 +61,7 @@ def _page_context(
         "conversations": owner.chats().only("id", "title", "updated_at")[:200],
         "conversation": conversation,
         "chat_messages": views,
-        "models": model_choices(),
+        "model_groups": providers.picker(conversation_choice(conversation) if conversation else ""),
         "simulator": settings.LLM_SIMULATOR,
         "streaming_answer_id": streaming_answer_id,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
@@ -103,11 +106,20 @@ def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
     # An untouched new chat is reused rather than piling up empty ones in the sidebar.
     conversation = owner.chats().filter(messages__isnull=True).first()
     if conversation is None:
-        conversation = Conversation.objects.create(
-            model=settings.LLM_MODELS[0], **owner.new_conversation_fields()
-        )
+        conversation = Conversation(**_like_latest(owner), **owner.new_conversation_fields())
+        conversation.save()
     url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _like_latest(owner: Owner) -> dict[str, object]:
+    """A new chat starts with the provider, model and options the user chose last."""
+    latest = owner.chats().select_related("provider").first()
+    if latest is None or (latest.provider is not None and not latest.provider.enabled):
+        return {"model": settings.LLM_MODELS[0]}
+    names = ("provider", "model", "stream", "temperature", "top_p", "max_tokens", "seed",
+             "enable_thinking")  # fmt: skip
+    return {name: getattr(latest, name) for name in names}
 
 
 @require_GET
@@ -120,21 +132,12 @@ def conversation_page(request: HtmxHttpRequest, conversation_id: int) -> HttpRes
 
 @require_POST
 def update_settings(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
-    """Model, system prompt and the Stream toggle; applied from the next answer on."""
+    """Model, system prompt, Stream and request options; applied from the next answer on.
+
+    Each field is checked on its own: a bad one is reported and the others are still saved.
+    """
     conversation = _owned(request, conversation_id)
-    errors: list[str] = []
-    model = request.POST.get("model", conversation.model)
-    if model not in settings.LLM_MODELS:
-        errors.append(f"Unknown model “{model}”.")
-    else:
-        conversation.model = model
-    system_prompt = request.POST.get("system_prompt", conversation.system_prompt)
-    if len(system_prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
-        errors.append("The system prompt is too long.")
-    else:
-        conversation.system_prompt = system_prompt
-    conversation.stream = request.POST.get("stream") == "on"
-    conversation.save(update_fields=["model", "system_prompt", "stream"])
+    errors = apply_settings(conversation, request.POST)
     context = {**_page_context(request, conversation), "settings_errors": errors}
     if request.htmx:
         return render(request, "chat/page.html#settings", context)
@@ -169,15 +172,18 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """The whole conversation as saved, raw text included (what was really stored)."""
     conversation = _owned(request, conversation_id)
     fields = (
-        "id", "role", "content", "reasoning", "status", "model", "streamed", "finish_reason",
-        "error_kind", "error_message", "request_id", "ttft_ms", "total_ms", "prompt_tokens",
-        "completion_tokens", "total_tokens", "created_at", "completed_at",
+        "id", "role", "content", "reasoning", "status", "model", "provider_name", "streamed",
+        "finish_reason", "error_kind", "error_message", "request_id", "ttft_ms", "thinking_ms",
+        "answer_ms", "total_ms", "prompt_tokens", "completion_tokens", "total_tokens",
+        "created_at", "completed_at",
     )  # fmt: skip
     return JsonResponse(
         {
             "id": conversation.pk,
             "title": conversation.display_title,
             "model": conversation.model,
+            "provider": conversation.provider.name if conversation.provider else None,
+            "options": request_options(conversation),
             "system_prompt": conversation.system_prompt,
             "stream": conversation.stream,
             "messages": list(conversation.messages.values(*fields)),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -193,19 +194,34 @@ LOGGING = {
 }
 
 # --- Upstream model server -------------------------------------------------------------------
+# The default provider. More can be added in the admin (chat.Provider); see chat/providers.py.
 DASHSCOPE_COMPATIBLE_BASE = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+DASHSCOPE_NATIVE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 PORT = int(os.environ.get("PORT", "8000"))
 
 LLM_API_KEY = os.environ.get("LLM_API_KEY", "") or os.environ.get("DASHSCOPE_API_KEY", "")
+# "openai" (chat completions, also DashScope's compatible mode) or "dashscope" (native SSE).
+LLM_API_PROTOCOL = os.environ.get("LLM_API_PROTOCOL", "openai").strip().lower() or "openai"
+if LLM_API_PROTOCOL not in {"openai", "dashscope"}:
+    raise ImproperlyConfigured(
+        f"LLM_API_PROTOCOL must be 'openai' or 'dashscope', not {LLM_API_PROTOCOL!r}."
+    )
 _llm_base = os.environ.get("LLM_API_BASE", "").strip().rstrip("/")
 # No key and no base: the built-in simulator, served by this same process under /simulator/.
 LLM_SIMULATOR = not LLM_API_KEY and not _llm_base
 if LLM_SIMULATOR:
-    _llm_base = f"http://127.0.0.1:{PORT}/simulator/v1"
+    _sim_path = "api/v1" if LLM_API_PROTOCOL == "dashscope" else "v1"
+    _llm_base = f"http://127.0.0.1:{PORT}/simulator/{_sim_path}"
 elif not _llm_base:
-    _llm_base = DASHSCOPE_COMPATIBLE_BASE
+    _llm_base = (
+        DASHSCOPE_NATIVE_BASE if LLM_API_PROTOCOL == "dashscope" else DASHSCOPE_COMPATIBLE_BASE
+    )
 LLM_API_BASE = _llm_base
-LLM_MODELS = env_list("LLM_MODELS", ["qwen-plus", "qwen-turbo", "qwen-max"])
+# The default provider's name in the model picker (empty: derived from the base URL).
+LLM_PROVIDER_NAME = os.environ.get("LLM_PROVIDER_NAME", "").strip()
+LLM_MODELS = env_list("LLM_MODELS", ["qwen-plus", "qwen-turbo", "qwen-max", "qwq-plus"])
+# DashScope native only: ask for deltas (true) or the whole text so far on every event (false).
+LLM_INCREMENTAL_OUTPUT = env_bool("LLM_INCREMENTAL_OUTPUT", True)
 LLM_INCLUDE_USAGE = env_bool("LLM_INCLUDE_USAGE", True)
 # Models that accept only streaming calls: "stream off" is buffered on the server for them.
 LLM_STREAM_ONLY_MODELS = env_list("LLM_STREAM_ONLY_MODELS", ["qwq*", "qwen3-*", "*-thinking*"])

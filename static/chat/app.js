@@ -27,14 +27,27 @@
     if (form) form.reset();
   });
 
-  // "waiting… 2.4 s": counts from when the answer started, as the server said at render time.
+  // "waiting… 2.4 s" (and "Thinking… 1.2 s"): counts from what the server said at render time.
   function tick() {
     var now = performance.now();
     document.querySelectorAll("[data-timer]").forEach(function (el) {
       if (el._t0 === undefined) el._t0 = now - parseFloat(el.dataset.elapsed || "0") * 1000;
-      el.textContent = "waiting… " + ((now - el._t0) / 1000).toFixed(1) + " s";
+      el.textContent = (el.dataset.label || "waiting…") + " " + ((now - el._t0) / 1000).toFixed(1) + " s";
     });
   }
+
+  // The Thinking block folds away once the answer begins, unless the reader opened or closed it.
+  document.addEventListener("click", function (event) {
+    var summary = event.target.closest && event.target.closest("details.thinking > summary");
+    if (summary) delete summary.parentElement.dataset.autoClose;
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    document.querySelectorAll("details.thinking[data-auto-close]").forEach(function (box) {
+      if (!box.querySelector("[data-thought-ms]")) return;
+      box.open = false;
+      delete box.dataset.autoClose;
+    });
+  });
   setInterval(tick, 100);
 
   // Follow the stream unless the reader has scrolled up.

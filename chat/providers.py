@@ -1,0 +1,152 @@
+"""Which upstreams exist, and which one a conversation talks to.
+
+The default provider comes from the environment (``LLM_API_BASE``, ``LLM_API_KEY``,
+``LLM_API_PROTOCOL``, ``LLM_MODELS``); more are rows of ``Provider``, added in the admin.
+Keys never enter the database or a page: a provider names the environment variable that
+holds its key, read when a request is made.
+
+In forms a choice is one string: the bare model name for the default provider (so the values
+that existed before providers keep working) and ``p<id>:<model>`` for the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from .exceptions import ClientError
+from .models import Provider
+
+DEFAULT_KEY = "default"
+_CHOICE_RE = re.compile(r"^p(\d+):(.+)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One provider as plain data, safe to hand to async code (no ORM, no key)."""
+
+    key: str  # DEFAULT_KEY or the Provider's primary key as text
+    name: str
+    protocol: str
+    base_url: str
+    models: tuple[str, ...]
+    api_key_env: str = ""  # "" with key=DEFAULT_KEY: the key from LLM_API_KEY/DASHSCOPE_API_KEY
+    include_usage: bool = True
+    incremental: bool = True
+    simulator: bool = False
+
+    @property
+    def provider_id(self) -> int | None:
+        return None if self.key == DEFAULT_KEY else int(self.key)
+
+    def api_key(self) -> str | None:
+        """Read now, from the environment: a rotated key applies without a restart of data."""
+        if self.key == DEFAULT_KEY:
+            return settings.LLM_API_KEY or None
+        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
+
+    def missing_key(self) -> str | None:
+        """Why this provider cannot be asked (its key variable is unset), or None."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            return (
+                f"The provider “{self.name}” has no API key: the environment variable "
+                f"{self.api_key_env} is not set on the server."
+            )
+        return None
+
+    def choice(self, model: str) -> str:
+        return model if self.key == DEFAULT_KEY else f"p{self.key}:{model}"
+
+    @property
+    def host(self) -> str:
+        """What is measured or asked, for labels: the host, never credentials or the key."""
+        if self.simulator:
+            return "offline simulator"
+        return urlsplit(self.base_url).netloc.rpartition("@")[2] or self.base_url
+
+
+def _default_name() -> str:
+    if settings.LLM_PROVIDER_NAME:
+        return settings.LLM_PROVIDER_NAME
+    if settings.LLM_SIMULATOR:
+        return "Offline simulator"
+    url = urlsplit(settings.LLM_API_BASE)
+    if (url.hostname or "").endswith(".aliyuncs.com"):
+        return "DashScope" if settings.LLM_API_PROTOCOL == "dashscope" else "DashScope (compatible)"
+    return url.netloc.rpartition("@")[2] or "Default"
+
+
+def default_upstream() -> Upstream:
+    return Upstream(
+        key=DEFAULT_KEY,
+        name=_default_name(),
+        protocol=settings.LLM_API_PROTOCOL,
+        base_url=settings.LLM_API_BASE,
+        models=tuple(settings.LLM_MODELS),
+        include_usage=settings.LLM_INCLUDE_USAGE,
+        incremental=settings.LLM_INCREMENTAL_OUTPUT,
+        simulator=settings.LLM_SIMULATOR,
+    )
+
+
+def from_provider(provider: Provider) -> Upstream:
+    return Upstream(
+        key=str(provider.pk),
+        name=provider.name,
+        protocol=provider.protocol,
+        base_url=provider.base_url.rstrip("/"),
+        models=tuple(provider.model_names),
+        api_key_env=provider.api_key_env,
+        include_usage=provider.include_usage,
+        incremental=provider.incremental_output,
+    )
+
+
+def all_upstreams() -> list[Upstream]:
+    """The picker's groups: the default provider first, then enabled ones in admin order."""
+    return [default_upstream(), *(from_provider(p) for p in Provider.objects.filter(enabled=True))]
+
+
+def upstream_for(provider_id: int | None) -> Upstream:
+    """The upstream a conversation uses; a deleted or disabled provider is a clear error."""
+    if provider_id is None:
+        return default_upstream()
+    provider = Provider.objects.filter(pk=provider_id, enabled=True).first()
+    if provider is None:
+        raise ClientError(
+            "This conversation's provider was removed or disabled: pick another model."
+        )
+    return from_provider(provider)
+
+
+def parse_choice(value: str) -> tuple[Upstream, str]:
+    """A picker value → (upstream, model), or ``ClientError`` if it names nothing offered."""
+    value = value.strip()
+    match = _CHOICE_RE.match(value)
+    upstream: Upstream | None = None
+    model = value
+    if match:
+        provider = Provider.objects.filter(pk=int(match[1]), enabled=True).first()
+        if provider is not None:
+            upstream, model = from_provider(provider), match[2]
+    if upstream is None:
+        upstream = default_upstream()
+    if model not in upstream.models:
+        raise ClientError(f"Unknown model “{value}”.")
+    return upstream, model
+
+
+def picker(selected: str = "") -> list[dict[str, object]]:
+    """Option groups for a model ``<select>``: one per provider, labelled by its name."""
+    groups: list[dict[str, object]] = []
+    for upstream in all_upstreams():
+        options = [
+            {"value": upstream.choice(m), "label": m, "selected": upstream.choice(m) == selected}
+            for m in upstream.models
+        ]
+        groups.append({"label": upstream.name, "options": options, "simulator": upstream.simulator})
+    return groups
