@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,3 +305,12 @@ def streamed_text(frames: list[Frame], answer_id: int) -> str:
 
 def answer_row(export: dict[str, Any], answer_id: int) -> dict[str, Any]:
     return next(m for m in export["messages"] if m["id"] == answer_id)
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Collects httpx clients created by a test and closes them afterwards."""
+    clients: list[httpx.AsyncClient] = []
+    yield clients
+    for client in clients:
+        await client.aclose()

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,11 +45,10 @@ from chat.llm import (
     parse_chunk,
     parse_completion,
 )
+from tests.doubles import SSE, ChunkStream, mock_http, recording, replay
 
-DATA = Path(__file__).parent / "data" / "llm"
 BASE = "http://upstream.test:8000/v1"
 KEY = "sk-live-Secret0123456789abcdef"
-SSE = {"content-type": "text/event-stream"}
 QWEN_ID = "chatcmpl-428b414f-fdd4-94c6-b179-8f576ad653a8"
 QWEN_TEXT = "我是来自阿里云的超大规模语言模型,我叫通义千问。"
 QWEN_EVENTS: list[Event] = [
@@ -69,64 +67,6 @@ MESSAGES = [
 ]
 
 
-def recording(name: str) -> bytes:
-    return (DATA / name).read_bytes()
-
-
-class ChunkStream(httpx.AsyncByteStream):
-    """A response body that yields the given chunks, then optionally hangs or fails."""
-
-    def __init__(
-        self,
-        chunks: Iterable[bytes],
-        *,
-        hang: bool = False,
-        fail_with: Exception | None = None,
-    ) -> None:
-        self.chunks = list(chunks)
-        self.hang = hang
-        self.fail_with = fail_with
-        self.sent = 0
-        self.closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            self.sent += 1
-            yield chunk
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.fail_with is not None:
-            raise self.fail_with
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
-
-
-def mock_http(handler: Handler) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
-
-
-def replay(
-    chunks: Iterable[bytes],
-    *,
-    status: int = 200,
-    headers: Mapping[str, str] = SSE,
-    **stream_kwargs: Any,
-) -> tuple[httpx.AsyncClient, ChunkStream, list[httpx.Request]]:
-    """An httpx client whose every request is answered with the given chunks."""
-    body = ChunkStream(chunks, **stream_kwargs)
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(status, headers=headers, stream=body)
-
-    return mock_http(handler), body, seen
-
-
 async def collect(client: ChatClient, **kwargs: Any) -> list[Event]:
     return [event async for event in client.stream_reply("qwen-plus", MESSAGES, **kwargs)]
 
@@ -141,15 +81,6 @@ def failure(events: list[Event]) -> UpstreamError:
     assert isinstance(last, Failed), events
     assert not any(isinstance(e, Failed) for e in events[:-1])
     return last.error
-
-
-@pytest.fixture
-async def closing() -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Collects httpx clients created by a test and closes them afterwards."""
-    clients: list[httpx.AsyncClient] = []
-    yield clients
-    for client in clients:
-        await client.aclose()
 
 
 # --------------------------------------------------------------------------------------------
