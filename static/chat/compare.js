@@ -39,8 +39,9 @@
     });
   }
 
+  // Thinking counts: it is the first thing the reader sees of a thinking model's answer.
   function hasText(article) {
-    var parts = article.querySelectorAll(".message__tail, .message__body.markdown");
+    var parts = article.querySelectorAll(".message__tail, .message__body.markdown, .thinking__body");
     for (var i = 0; i < parts.length; i++) if (parts[i].textContent.trim()) return true;
     return false;
   }
