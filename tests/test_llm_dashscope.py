@@ -387,3 +387,30 @@ async def test_non_streaming_native_body(closing: list[httpx.AsyncClient]) -> No
 def test_parse_response_without_output_is_an_error() -> None:
     (only,) = parse_dashscope_response({"request_id": "x"})
     assert isinstance(only, Failed)
+
+
+async def test_thinking_model_refusing_cumulative_output_is_asked_incrementally(
+    closing: list[httpx.AsyncClient],
+) -> None:
+    """QwQ/Qwen3 refuse ``incremental_output: false``: ask again incrementally, and remember."""
+    modes: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        incremental = json.loads(request.content)["parameters"]["incremental_output"]
+        modes.append(incremental)
+        if not incremental:
+            refusal = {
+                "code": "InvalidParameter",
+                "message": "The incremental_output parameter of this model cannot be set to False.",
+            }
+            return httpx.Response(400, json=refusal)
+        payloads = [result("", "Hmm.", out=1), result("Yes.", "", finish="stop", out=2)]
+        return httpx.Response(200, headers=SSE, content=stream_of(payloads))
+
+    http = mock_http(handler)
+    closing.append(http)
+    client = ChatClient(http, BASE, protocol="dashscope", incremental=False)
+    for _ in range(2):
+        events = await collect(client)
+        assert texts(events, ReasoningDelta) == "Hmm." and texts(events, TextDelta) == "Yes."
+    assert modes == [False, True, True]

@@ -68,6 +68,7 @@ class Dialect(Protocol):
         include_usage: bool,
     ) -> dict[str, Any]: ...
     def headers(self, stream: bool) -> dict[str, str]: ...
+    def needs_incremental(self, model: str) -> None: ...
     def stream_parser_for(self, body: Mapping[str, Any]) -> StreamParser: ...
     def parse_whole(self, obj: Mapping[str, Any]) -> list[Event]: ...
 
@@ -141,8 +142,23 @@ def _rejects_stream_options(error: UpstreamError) -> bool:
     return error.status == 400 and "stream_options" in error.message.lower()
 
 
+def _refuses_cumulative(error: UpstreamError, body: Mapping[str, Any]) -> bool:
+    """DashScope's 400 for thinking models (QwQ, Qwen3) asked for cumulative output."""
+    parameters = body.get("parameters")
+    return (
+        error.status == 400
+        and isinstance(parameters, Mapping)
+        and parameters.get("incremental_output") is False
+        and "incremental_output" in error.message
+    )
+
+
 class _Attempt(Exception):
-    """Raised inside ``stream_reply`` to start the request again (nothing was yielded yet)."""
+    """Raised inside ``stream_reply`` to ask again with a fix (nothing was yielded yet)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ChatClient:
@@ -152,8 +168,9 @@ class ChatClient:
     Consume ``stream_reply`` with ``contextlib.aclosing`` (or cancel the task) so stopping
     early closes the upstream connection at once, which stops generation and billing.
     ``protocol`` is "openai" (chat completions) or "dashscope" (native; ``incremental``
-    chooses ``incremental_output``). A server that rejects ``stream_options`` is asked again
-    without it, once, and this client remembers not to send it again.
+    chooses ``incremental_output``). Two refusals are fixed by asking again, once, and
+    remembered: a server that rejects ``stream_options``, and a DashScope thinking model that
+    refuses cumulative output.
     """
 
     def __init__(
@@ -209,21 +226,24 @@ class ChatClient:
         """
         options = dict(options or {})
         self._dialect.body(model, messages, stream, options, include_usage=False)  # validate
-        for attempt in range(2):
-            include_usage = self._include_usage
+        retried: set[str] = set()
+        while True:
             try:
                 async with aclosing(self._reply_once(model, messages, stream, options)) as once:
                     async for event in once:
                         yield event
                 return
-            except _Attempt:
-                if attempt or not include_usage:
+            except _Attempt as again:
+                if again.reason in retried:  # pragma: no cover - each fix is applied once
                     raise
-                self._include_usage = False
-                logger.info(
-                    "upstream %s rejects stream_options; asking without it from now on",
-                    server_label(self._base_url),
-                )
+                retried.add(again.reason)
+                server = server_label(self._base_url)
+                if again.reason == "stream_options":
+                    self._include_usage = False
+                    logger.info("upstream %s rejects stream_options; not sending it", server)
+                else:
+                    self._dialect.needs_incremental(model)
+                    logger.info("upstream %s needs incremental output for %s", server, model)
 
     async def _reply_once(
         self,
@@ -279,7 +299,9 @@ class ChatClient:
         if error is None:
             return
         if not yielded and include_usage and stream and _rejects_stream_options(error):
-            raise _Attempt
+            raise _Attempt("stream_options")
+        if not yielded and stream and _refuses_cumulative(error, body):
+            raise _Attempt("incremental_output")
         for event in think.flush():  # the thought or text held back so far is the user's
             yield event
         error = self._redact(error)

@@ -142,13 +142,21 @@ class DashScopeDialect:
 
     def __init__(self, *, incremental: bool = True) -> None:
         self.incremental = incremental
+        self._incremental_only: set[str] = set()  # models that refused cumulative output
+
+    def needs_incremental(self, model: str) -> None:
+        self._incremental_only.add(model)
 
     def url(self, base_url: str) -> str:
         return f"{base_url}{GENERATION_PATH}"
 
-    def _incremental_for(self, parameters: Mapping[str, Any]) -> bool:
+    def _incremental_for(self, model: str, parameters: Mapping[str, Any]) -> bool:
         # DashScope: "The incremental_output parameter must be true when enable_thinking is true".
-        return self.incremental or parameters.get("enable_thinking") is True
+        return (
+            self.incremental
+            or parameters.get("enable_thinking") is True
+            or model in self._incremental_only
+        )
 
     def body(
         self,
@@ -166,7 +174,7 @@ class DashScopeDialect:
             raise ValueError(f"options must not override {sorted(clash)}")
         parameters: dict[str, Any] = {"result_format": "message", **options}
         if stream:
-            parameters["incremental_output"] = self._incremental_for(options)
+            parameters["incremental_output"] = self._incremental_for(model, options)
         return {
             "model": model,
             "input": {"messages": [dict(m) for m in messages]},

@@ -134,6 +134,9 @@ class OpenAIDialect:
             headers["Cache-Control"] = "no-store"
         return headers
 
+    def needs_incremental(self, model: str) -> None:
+        """Chat-completions streams are always deltas."""
+
     def stream_parser_for(self, body: Mapping[str, Any]) -> OpenAIStream:
         return OpenAIStream()
 

@@ -27,6 +27,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--api-key-env", default="", help="NAME of the key's variable.")
         parser.add_argument("--no-usage", action="store_true", help="Do not send stream_options.")
+        parser.add_argument(
+            "--cumulative",
+            action="store_true",
+            help="DashScope native: ask for the whole text so far (incremental_output false).",
+        )
         parser.add_argument("--disable", action="store_true", help="Keep it, hidden.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -41,6 +46,7 @@ class Command(BaseCommand):
         )
         provider.api_key_env = options["api_key_env"]
         provider.include_usage = not options["no_usage"]
+        provider.incremental_output = not options["cumulative"]
         provider.enabled = not options["disable"]
         try:
             provider.full_clean()
