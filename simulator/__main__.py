@@ -1,5 +1,8 @@
 """Run the simulator standalone under Daphne: ``python -m simulator --port 8001``.
 
+It serves both protocols: OpenAI-compatible ``{prefix}/v1/chat/completions`` and DashScope's
+native ``{prefix}/api/v1/services/aigc/text-generation/generation``.
+
 Defaults reach the app through ``SIM_*`` environment variables (set here before the app module
 is imported), so the module-level ``simulator.app:application`` seen by any other ASGI server
 started from this environment behaves the same.
@@ -16,7 +19,16 @@ import sys
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
-        description="OpenAI-compatible chat-completions upstream simulator (DashScope flavour).",
+        description="Upstream simulator for DashScope: OpenAI-compatible chat completions "
+        "(/v1/chat/completions) and the native protocol "
+        "(/api/v1/services/aigc/text-generation/generation, SSE with 'X-DashScope-SSE: enable').",
+        epilog="Per request, a 'sim' object in the body (native: also parameters.sim) or a "
+        "'#sim key=value ...' line in the last user message sets: seed ttft tps tokens lang "
+        "fault (400 401 403 429 500 503 eof midstream_error stall slow_headers) fault_after "
+        "retry_after delay fault_framing (auto http sse200 sse_status) fragment keepalive crlf "
+        "weird stamp shuffle coalesce think (reasoning tokens; 0 = none) reasoning_field "
+        "(reasoning_content reasoning reasoning_text think) final_empty (native: an empty last "
+        "event).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="TCP port (8001; 0 = any free)")
@@ -32,6 +44,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERNS",
         help="comma-separated shell-style model patterns that refuse stream:false, '' for none "
         "(SIM_STREAM_ONLY_MODELS; default qwq*,qwen3-*,*-thinking*)",
+    )
+    parser.add_argument(
+        "--thinking-models",
+        metavar="PATTERNS",
+        help="comma-separated shell-style model patterns that think by default (about 60 "
+        "reasoning tokens; enable_thinking and the think option override), '' for none "
+        "(SIM_THINKING_MODELS; default qwq*,qwen3-*,*-thinking*,deepseek-r1*)",
     )
     parser.add_argument(
         "--set",
@@ -55,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         "SIM_API_KEY": args.api_key,
         "SIM_MODELS": args.models,
         "SIM_STREAM_ONLY_MODELS": args.stream_only_models,
+        "SIM_THINKING_MODELS": args.thinking_models,
         "SIM_PREFIX": args.prefix or None,
     }
     for name, value in env.items():

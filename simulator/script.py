@@ -2,8 +2,9 @@
 
 Everything here is pure (no I/O, no clock) so the exact token pieces a request will stream can be
 recomputed by a test: ``plan_answer(model, messages, SimOptions(**log_entry["options"]))`` gives
-the same list the server sent. Seeding uses string seeds for ``random.Random`` because ``hash()``
-is salted per process.
+the same list the server sent, and ``plan_reasoning`` the thinking streamed before it (empty when
+``think`` is 0). Seeding uses string seeds for ``random.Random`` because ``hash()`` is salted per
+process; the reasoning has its own RNG so turning thinking on never changes the answer text.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 __all__ = [
     "FAULTS",
+    "FAULT_FRAMINGS",
     "HTTP_FAULTS",
+    "REASONING_FIELDS",
     "SimOptionError",
     "SimOptions",
     "estimate_prompt_tokens",
@@ -26,6 +29,7 @@ __all__ = [
     "parse_directive_string",
     "parse_options",
     "plan_answer",
+    "plan_reasoning",
     "prompt_of",
     "resolve_options",
     "split_directives",
@@ -36,8 +40,16 @@ HTTP_FAULTS = frozenset({"400", "401", "403", "429", "500", "503"})
 
 FAULTS = HTTP_FAULTS | {"eof", "midstream_error", "stall", "slow_headers"}
 
+REASONING_FIELDS = ("reasoning_content", "reasoning", "reasoning_text", "think")
+"""Where thinking goes: DashScope/DeepSeek's key, vLLM's, chat-ui's, or inline ``<think>`` tags."""
+
+FAULT_FRAMINGS = ("auto", "http", "sse200", "sse_status")
+"""How an HTTP fault reaches a streaming client: ``auto`` is ``sse200`` for a native 429 and
+``http`` otherwise; ``http`` is the status with a JSON body; ``sse200`` is HTTP 200 and an error
+event; ``sse_status`` is the error status with an SSE-framed body labelled ``application/json``."""
+
 MAX_TOKENS_LIMIT = 20_000
-"""Upper bound for ``tokens`` so a typo cannot make the simulator plan a novel."""
+"""Upper bound for ``tokens`` and ``think`` so a typo cannot make the simulator plan a novel."""
 
 _CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
 _CJK_RE = re.compile(f"[{_CJK}]")
@@ -72,16 +84,26 @@ class SimOptions:
     stamp: bool = False
     shuffle: bool = False
     coalesce: int = 32
+    think: int = 0
+    reasoning_field: str = "reasoning_content"
+    final_empty: bool = False
+    fault_framing: str = "auto"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON request log."""
         return dataclasses.asdict(self)
 
 
-_BOOL_KEYS = frozenset({"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle"})
-_INT_KEYS = frozenset({"seed", "tokens", "fault_after", "coalesce"})
+_BOOL_KEYS = frozenset(
+    {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty"}
+)
+_INT_KEYS = frozenset({"seed", "tokens", "fault_after", "coalesce", "think"})
 _FLOAT_KEYS = frozenset({"ttft", "tps", "retry_after", "delay"})
-_STR_KEYS = frozenset({"lang", "fault"})
+_STR_KEYS = frozenset({"lang", "fault", "reasoning_field", "fault_framing"})
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "reasoning_field": REASONING_FIELDS,
+    "fault_framing": FAULT_FRAMINGS,
+}
 OPTION_KEYS = _BOOL_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS
 
 
@@ -130,6 +152,12 @@ def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
             if lang not in {"en", "zh"}:
                 raise SimOptionError(f"sim option 'lang' must be en or zh, got {value!r}")
             out[key] = lang
+        elif key in _CHOICES:
+            choice = str(value).strip().lower()
+            if choice not in _CHOICES[key]:
+                known = ", ".join(_CHOICES[key])
+                raise SimOptionError(f"sim option {key!r} must be one of {known}, got {value!r}")
+            out[key] = choice
         else:  # fault
             fault = None if value is None else str(value).strip().lower()
             if fault in {None, "", "none", "0"}:
@@ -145,6 +173,8 @@ def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SimOptionError("sim option 'coalesce' must be >= 1")
     if "tokens" in out and not 1 <= out["tokens"] <= MAX_TOKENS_LIMIT:
         raise SimOptionError(f"sim option 'tokens' must be in [1, {MAX_TOKENS_LIMIT}]")
+    if "think" in out and out["think"] > MAX_TOKENS_LIMIT:
+        raise SimOptionError(f"sim option 'think' must be in [0, {MAX_TOKENS_LIMIT}]")
     return out
 
 
@@ -220,11 +250,14 @@ def resolve_options(
     body_seed: Any = None,
     body_sim: Mapping[str, Any] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    thinking: bool = False,
 ) -> SimOptions:
     """Merge app defaults < body ``seed`` < body ``"sim"`` < ``#sim`` directive into options.
 
     Unset timing/length options get deterministic per-prompt values, so a given prompt and seed
-    always behaves the same while different prompts still look varied.
+    always behaves the same while different prompts still look varied. ``thinking`` says whether
+    the request thinks when no option sets ``think`` (the model's default or ``enable_thinking``);
+    it then gets about 60 reasoning tokens.
     """
     directive, prompt = split_directives(_last_user_text(messages))
     merged: dict[str, Any] = dict(parse_options(defaults or {}))
@@ -242,11 +275,14 @@ def resolve_options(
     jitter_ttft = round(0.4 + rng.uniform(-0.1, 0.1), 3)
     jitter_tps = round(rng.uniform(30.0, 50.0), 1)
     jitter_tokens = rng.randint(150, 400)
+    # Drawn last, so the three above stay what they were before thinking existed.
+    jitter_think = rng.randint(48, 72)
     merged.setdefault("seed", seed)
     merged.setdefault("ttft", jitter_ttft)
     merged.setdefault("tps", jitter_tps)
     merged.setdefault("tokens", jitter_tokens)
     merged.setdefault("lang", "zh" if has_cjk(prompt) else "en")
+    merged.setdefault("think", jitter_think if thinking else 0)
     return SimOptions(**merged)
 
 
@@ -569,6 +605,89 @@ def plan_answer(model: str, messages: list[dict[str, Any]], opts: SimOptions) ->
                 break
             tokens += piece
     tokens += _closing(writer, rng, budget - len(tokens), "\n\n" if tokens else "")
+    if opts.weird:
+        tokens = _weird(tokens, rng)
+    return tokens
+
+
+# --------------------------------------------------------------------------------------------
+# Reasoning text
+# --------------------------------------------------------------------------------------------
+
+_EN_THINK_OPENERS = (
+    "Okay, the user asks about {t}.",
+    "Okay, the user wants to know about {t}.",
+    "Alright, the question is about {t}.",
+)
+_EN_THINK = (
+    "Let me consider what they actually need here.",
+    "First, I should recall how {t} usually works.",
+    "Hmm, there are a few angles to this.",
+    "Maybe I should start with a short overview and then go into the details.",
+    "Wait, I should also mention the common pitfalls.",
+    "They might be new to {t}, so the explanation should stay clear.",
+    "An example would help make this concrete.",
+    "Let me think about the trade-offs involved.",
+    "I should check whether there are edge cases worth pointing out.",
+    "A small table could make the comparison easier to read.",
+    "So the structure could be: overview, key points, an example, then next steps.",
+    "I need to make sure the answer is accurate and not too long.",
+    "Latency and throughput are easy to confuse, so I should keep them apart.",
+    "Is there a simpler way to put this? Probably, if I lead with the main idea.",
+    "Let me double-check that the code snippet actually runs.",
+    "Okay, I think I have enough to write a good answer.",
+)
+_ZH_THINK_OPENERS = ("嗯，用户问的是{t}。", "好的，用户想了解{t}。", "嗯，这个问题是关于{t}的。")
+_ZH_THINK = (
+    "让我先想想他们真正需要的是什么。",
+    "首先，我应该回忆一下{t}通常是怎么工作的。",
+    "嗯，这个问题可以从几个角度来看。",
+    "也许应该先给一个简短的概述，再展开细节。",
+    "等等，我还应该提一下常见的误区。",
+    "用户可能刚接触{t}，所以解释要清楚一些。",
+    "举个例子会让内容更具体。",
+    "我来考虑一下其中涉及的权衡。",
+    "还要检查有没有值得指出的边界情况。",
+    "用一个小表格来对比可能会更清楚。",
+    "所以结构可以是：概述、要点、示例，然后是下一步。",
+    "我需要确保回答准确，而且不要太长。",
+    "延迟和吞吐量容易混淆，应该分开说明。",
+    "有没有更简单的说法？先讲核心思路应该更好。",
+    "好，我觉得已经可以组织回答了。",
+)
+
+
+def plan_reasoning(model: str, messages: list[dict[str, Any]], opts: SimOptions) -> list[str]:
+    """The thinking token pieces streamed before the answer, exactly ``opts.think`` of them.
+
+    Deterministic for (model, prompt, seed, think, lang, weird) and drawn from its own RNG, so
+    the answer a request gets is the same whether it thinks or not.
+    """
+    if opts.think <= 0:
+        return []
+    prompt = prompt_of(messages)
+    rng = random.Random(f"{model}|{prompt}|{opts.seed}|{opts.think}|{opts.lang}|think")
+    zh = opts.lang == "zh"
+    topic = _topic(prompt, opts.lang)
+    bank = list(_ZH_THINK if zh else _EN_THINK)
+    rng.shuffle(bank)
+    joiner = "" if zh else " "
+    text = rng.choice(_ZH_THINK_OPENERS if zh else _EN_THINK_OPENERS).replace("{t}", topic)
+    tokens = _tokenize(text, rng)
+    index = 0
+    while len(tokens) < opts.think:
+        # Thinking comes in short paragraphs, like the real reasoning_content does.
+        sep = "\n\n" if rng.random() < 0.25 else joiner
+        sentence = bank[index % len(bank)].replace("{t}", topic)
+        index += 1
+        tokens += _tokenize(sep + sentence, rng)
+    tokens = tokens[: opts.think]
+    end = "。" if zh else "."
+    last = tokens[-1]
+    if last.rstrip()[-1:] in {",", ";", ":", "，", "；", "：", "、"}:
+        tokens[-1] = last.rstrip()[:-1] + end
+    elif last.rstrip()[-1:] not in {".", "?", "。", "？"}:
+        tokens[-1] = last + end
     if opts.weird:
         tokens = _weird(tokens, rng)
     return tokens

@@ -454,9 +454,14 @@ async def test_stream_only_model_streams_normally(sim: Sim, client: httpx.AsyncC
     chunks = [json.loads(payload) for payload in data[:-1]]
     assert all(chunk["model"] == "qwq-plus" for chunk in chunks)
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["usage"]["completion_tokens"] == 20
+    # qwq-plus also thinks by default: completion_tokens counts the reasoning too.
+    usage = chunks[-1]["usage"]
+    reasoning_tokens = usage["completion_tokens_details"]["reasoning_tokens"]
+    assert usage["completion_tokens_details"]["text_tokens"] == 20
+    assert usage["completion_tokens"] == 20 + reasoning_tokens
     entry = await _log(client, sim, chunks[0]["id"])
     assert entry["outcome"] == "complete" and entry["stream"] is True
+    assert entry["reasoning_tokens_sent"] == reasoning_tokens > 0
     assert _content(data) == "".join(_plan(entry)) == entry["text"]
 
 
