@@ -217,3 +217,40 @@ def test_compare_streaming_on_and_off_as_a_stakeholder_sees_it(
     p.reload()
     assert "reading began after" in p.locator("[data-verdict]").inner_text()
     assert problems == []
+
+
+def test_thinking_streams_in_its_own_block_then_folds(
+    page: Page, app: App, simulator: Simulator, problems: list[str]
+) -> None:
+    p = page
+    open_new_chat(p, app)
+    with p.expect_response(lambda r: r.url.endswith("/settings/")):
+        p.get_by_role("combobox", name="Model").select_option("qwq-plus")
+    box = p.get_by_role("textbox", name="Message")
+    box.fill("Think first [t-browser-think]\n#sim think=60 tokens=40 tps=25 ttft=0.2")
+    box.press("Enter")
+    answer = p.locator('article[data-role="assistant"]').last
+    thinking = answer.locator("details.thinking")
+    summary = thinking.locator("summary")
+    # The thought streams first, in its own open block, with its own clock; no answer yet.
+    thinking.locator(".thinking__body").filter(has_text=re.compile(r"\w+ \w+ \w+")).wait_for()
+    assert thinking.get_attribute("open") is not None
+    assert summary.inner_text().startswith("Thinking…")
+    assert answer.locator(".message__tail").inner_text() == ""
+    # When the answer begins the block folds and says how long the model thought.
+    summary.filter(has_text="Thought for").wait_for(timeout=15000)
+    p.wait_for_function(
+        "() => !document.querySelector('article[data-status=\"streaming\"] details.thinking')"
+        " || !document.querySelector('article[data-status=\"streaming\"] details.thinking').open"
+    )
+    p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
+    sent = simulator.request_for("[t-browser-think]")
+    assert "First answer token" in answer.inner_text()
+    summary.click()  # the reader can open it: the whole thought, as the model sent it
+    assert thinking.get_attribute("open") is not None
+    assert thinking.locator(".thinking__body").inner_text().strip() == sent["reasoning"].strip()
+    p.reload()
+    saved = p.locator('article[data-role="assistant"]').last.locator("details.thinking")
+    assert saved.get_attribute("open") is None
+    assert saved.locator("summary").inner_text().startswith("Thought for")
+    assert problems == []

@@ -1,0 +1,219 @@
+"""Both protocols and both incremental modes through the whole relay, against the simulator.
+
+One app, four upstreams on one simulator that demands an API key: the default provider speaks
+DashScope native with ``incremental_output: false``; admin-added providers speak native
+incremental, OpenAI-compatible, and one holds a wrong key. For each, what the page streamed,
+what was saved and what the simulator sent must be the same text, thinking included; and the
+keys must never appear in a page, a frame or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    App,
+    Frame,
+    Simulator,
+    Visitor,
+    answer_row,
+    collect_answer,
+    free_port,
+    send,
+    start_app,
+    stop_process,
+    streamed_text,
+    wait_for_port,
+)
+
+KEY = "sk-live-Provider0123456789abcdef"
+WRONG = "sk-wrong-Provider9876543210fedcba"
+FAST = "tokens=40 tps=400 ttft=0.05"
+
+
+@pytest.fixture(scope="module")
+def keyed_simulator() -> Iterator[Simulator]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
+         "--api-key", KEY],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process)
+        yield Simulator(port)
+    finally:
+        stop_process(process)
+
+
+def set_provider(env: dict[str, str], db: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "set_provider", *args],
+        cwd=ROOT,
+        env={**env, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{db}"},
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    sim = f"http://127.0.0.1:{keyed_simulator.port}"
+    tmp = tmp_path_factory.mktemp("multi")
+    env = {
+        "LLM_API_PROTOCOL": "dashscope",
+        "LLM_API_BASE": f"{sim}/api/v1",
+        "LLM_API_KEY": KEY,
+        "LLM_INCREMENTAL_OUTPUT": "0",
+        "LLM_PROVIDER_NAME": "Native cumulative",
+        "LLM_MODELS": "qwen-plus,qwq-plus",
+        "COMPAT_KEY": KEY,
+        "WRONG_KEY": WRONG,
+        "LOG_LEVEL": "DEBUG",
+    }
+    # Migrate and register the providers before the server starts.
+    full = {**os.environ, **env}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env={**full, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}"},
+        check=True,
+        capture_output=True,
+    )
+    db = tmp / "db.sqlite3"
+    set_provider(
+        full,
+        db,
+        "Native incremental",
+        "--protocol",
+        "dashscope",
+        "--base-url",
+        f"{sim}/api/v1",
+        "--models",
+        "qwen-plus,qwq-plus",
+        "--api-key-env",
+        "COMPAT_KEY",
+    )
+    set_provider(
+        full,
+        db,
+        "Compatible",
+        "--base-url",
+        f"{sim}/v1",
+        "--models",
+        "qwen-plus,qwq-plus",
+        "--api-key-env",
+        "COMPAT_KEY",
+    )
+    set_provider(full, db, "Wrong key", "--base-url", f"{sim}/v1", "--models", "qwen-plus",
+                 "--api-key-env", "WRONG_KEY")  # fmt: skip
+    instance, process = start_app(tmp, env)
+    try:
+        yield instance
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def guest(multi: App) -> Iterator[Visitor]:
+    v = Visitor(multi)
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+def provider_ids(visitor: Visitor, conversation_id: int) -> dict[str, int]:
+    page = visitor.http.get(f"/c/{conversation_id}/").text
+    found: dict[str, int] = {}
+    for label, body in re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', page, re.S):
+        match = re.search(r'value="p(\d+):', body)
+        if match:
+            found[label] = int(match.group(1))
+    return found
+
+
+async def ask(
+    visitor: Visitor, choice: str, marker: str, directives: str
+) -> tuple[dict[str, Any], list[Frame], dict[str, str]]:
+    conversation = visitor.new_conversation(model=choice)
+    async with visitor.socket(conversation) as ws:
+        await send(ws, f"Explain tides {marker}\n#sim {directives}")
+        answer_id, frames, final = await collect_answer(ws)
+    row = answer_row(visitor.export(conversation), answer_id)
+    row["streamed_text"] = streamed_text(frames, answer_id)
+    return row, frames, final
+
+
+CASES = [
+    pytest.param("", "native-cumulative", id="native-cumulative"),
+    pytest.param("Native incremental", "native-incremental", id="native-incremental"),
+    pytest.param("Compatible", "openai", id="openai-compatible"),
+]
+
+
+@pytest.mark.parametrize(("provider", "label"), CASES)
+async def test_answer_relayed_and_saved_exactly(
+    guest: Visitor, keyed_simulator: Simulator, provider: str, label: str
+) -> None:
+    ids = provider_ids(guest, guest.new_conversation())
+    choice = f"p{ids[provider]}:qwen-plus" if provider else "qwen-plus"
+    marker = f"[t-{label}]"
+    row, _, final = await ask(guest, choice, marker, f"{FAST} seed=11")
+    sent = keyed_simulator.request_for(marker)
+    assert sent["protocol"] == ("openai" if label == "openai" else "dashscope")
+    if label.startswith("native"):
+        assert sent["incremental"] is (label == "native-incremental")
+    assert final["data-status"] == "complete"
+    assert row["content"] == sent["text"] and row["content"]
+    assert row["streamed_text"] == sent["text"]  # every character crossed the socket once
+    assert row["completion_tokens"] == sent["tokens_sent"]
+    assert row["provider_name"] == (provider or "Native cumulative")
+
+
+@pytest.mark.parametrize(("provider", "label"), CASES)
+async def test_thinking_relayed_saved_and_timed(
+    guest: Visitor, keyed_simulator: Simulator, provider: str, label: str
+) -> None:
+    ids = provider_ids(guest, guest.new_conversation())
+    choice = f"p{ids[provider]}:qwq-plus" if provider else "qwq-plus"
+    marker = f"[t-think-{label}]"
+    row, frames, final = await ask(guest, choice, marker, f"{FAST} seed=5 think=30")
+    sent = keyed_simulator.request_for(marker)
+    assert sent["reasoning"] and sent["text"]
+    assert row["reasoning"] == sent["reasoning"]
+    assert row["content"] == sent["text"]
+    assert row["thinking_ms"] is not None and row["answer_ms"] >= row["ttft_ms"]
+    everything = "".join(f.html for f in frames)
+    # The summary became a live timer when thinking began, then "Thought for" at the answer.
+    assert "Thinking…" in everything and 'data-thought-ms="' in everything
+    assert everything.index("Thinking…") < everything.index("data-thought-ms")
+    assert "data-thinking-ms" in frames[-1].html and final["data-status"] == "complete"
+
+
+async def test_a_wrong_key_is_a_clear_error_and_no_key_leaks(guest: Visitor, multi: App) -> None:
+    ids = provider_ids(guest, guest.new_conversation())
+    row, frames, final = await ask(guest, f"p{ids['Wrong key']}:qwen-plus", "[t-wrong]", FAST)
+    assert final["data-status"] == "error"
+    assert row["error_message"] == "The model server rejected the API key (HTTP 401)."
+    # Nothing the app shows, sends or logs holds a key: pages, exports, frames, the log.
+    conversation = guest.new_conversation()
+    seen = [f.html for f in frames]
+    for path in ("/", f"/c/{conversation}/", "/compare/", "/compare/history/", "/admin/login/",
+                 f"/c/{conversation}/export.json"):  # fmt: skip
+        seen.append(guest.http.get(path).text)
+    seen.append(multi.log())
+    for text in seen:
+        assert KEY not in text and WRONG not in text
+        assert KEY[:12] not in text and WRONG[:12] not in text
