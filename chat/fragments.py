@@ -33,6 +33,7 @@ class MessageView:
     error_kind: str = ""
     error_message: str = ""
     retry_after: float | None = None
+    request_id: str = ""  # the upstream's id for this answer, shown with errors for support
     finish_reason: str = ""
     ttft_ms: float | None = None
     thinking_ms: float | None = None
@@ -107,6 +108,7 @@ def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
         error_kind=message.error_kind,
         error_message=message.error_message,
         retry_after=message.retry_after,
+        request_id=message.request_id,
         finish_reason=message.finish_reason,
         ttft_ms=message.ttft_ms,
         thinking_ms=message.thinking_ms,

@@ -217,3 +217,29 @@ async def test_a_wrong_key_is_a_clear_error_and_no_key_leaks(guest: Visitor, mul
     for text in seen:
         assert KEY not in text and WRONG not in text
         assert KEY[:12] not in text and WRONG[:12] not in text
+
+
+async def test_native_error_event_keeps_partial_text_and_shows_the_request_id(
+    guest: Visitor, keyed_simulator: Simulator
+) -> None:
+    marker = "[t-native-moderation]"
+    row, frames, final = await ask(
+        guest, "qwen-plus", marker, f"{FAST} fault=midstream_error fault_after=8"
+    )
+    sent = keyed_simulator.request_for(marker)
+    assert final["data-status"] == "error"
+    assert row["content"] and sent["text"].startswith(row["content"])
+    assert row["error_message"] == (
+        "Output data may contain inappropriate content. (DataInspectionFailed)"
+    )
+    assert row["request_id"] == sent["request_id"]
+    assert f"<code data-request-id>{sent['request_id']}</code>" in frames[-1].html
+
+
+async def test_native_rate_limit_behind_http_200_is_a_rate_limit(
+    guest: Visitor, keyed_simulator: Simulator
+) -> None:
+    row, _, final = await ask(guest, "qwen-plus", "[t-native-429]", f"{FAST} fault=429")
+    assert final["data-status"] == "error"
+    assert row["error_kind"] == "rate_limit"
+    assert row["error_message"].startswith("Rate limited by the model server")
