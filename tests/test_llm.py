@@ -303,6 +303,15 @@ async def test_done_stops_reading(closing: list[httpx.AsyncClient]) -> None:
     assert body.closed
 
 
+async def test_done_before_any_finish_reason_is_a_cut_off(closing: list[httpx.AsyncClient]) -> None:
+    """llama.cpp's server abandons a reply for a newer request with a bare ``[DONE]``."""
+    http, _, _ = replay([sse_line(delta_chunk("Half")), b"data: [DONE]\n\n"])
+    closing.append(http)
+    events = await collect(ChatClient(http, BASE))
+    assert events[0] == TextDelta("Half")
+    assert isinstance(failure(events), UpstreamInterrupted)
+
+
 async def test_only_usage_follows_finished_and_header_request_id_wins(
     closing: list[httpx.AsyncClient],
 ) -> None:

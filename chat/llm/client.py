@@ -353,7 +353,14 @@ class ChatClient:
             async for sse in sse_events:
                 data = sse.data
                 if parser.is_end(data):
-                    return
+                    if seen_finish:
+                        return
+                    # llama.cpp's server ends a reply it abandons for another request this way.
+                    raise UpstreamInterrupted(
+                        "The answer was cut off: the model server ended the stream "
+                        "before finishing it.",
+                        request_id=header_id,
+                    )
                 if not data.strip():
                     continue
                 try:
