@@ -76,6 +76,11 @@ def request_options(conversation: Conversation) -> dict[str, Any]:
 def _upstream(conversation: Conversation) -> providers.Upstream:
     """The conversation's provider, checked before anything is saved or sent."""
     upstream = providers.upstream_for(conversation.provider_id)
+    if conversation.model not in upstream.models:
+        raise ClientError(
+            f"The model “{conversation.model}” is no longer offered by {upstream.name}: "
+            "pick another model."
+        )
     problem = upstream.missing_key()
     if problem:
         raise ClientError(problem)

@@ -161,3 +161,12 @@ def test_set_provider_command_adds_and_updates() -> None:
     assert provider.include_usage is False
     with pytest.raises(CommandError, match="NAME of an environment variable"):
         call_command("set_provider", "Bad", base_url="http://x/v1", models="m", api_key_env=SECRET)
+
+
+def test_a_model_no_longer_offered_is_a_clear_error(client: Client, local: Provider) -> None:
+    conversation = new_chat(client)
+    settings_post(client, conversation, model=f"p{local.pk}:llama3:8b")
+    local.delete()  # the conversation falls back to the default provider, without that model
+    owner = Owner(user_id=None, session_key=client.session.session_key)
+    with pytest.raises(ClientError, match="“llama3:8b” is no longer offered by"):
+        create_turn(owner, conversation.pk, "Hello", set())
