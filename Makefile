@@ -6,7 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run install migrate test lint bench simulator clean
+.PHONY: run install migrate test lint bench simulator clean local-model local-model-install \
+	local-model-stop local-model-bench
 
 ## install: the virtualenv from requirements.txt and the npm packages from package-lock.json
 install: $(VENV)/.installed node_modules/.installed
@@ -48,3 +49,34 @@ simulator: install
 
 clean:
 	rm -rf $(VENV) node_modules staticfiles .pytest_cache .ruff_cache
+
+## local-model: SmolLM2-135M-Instruct under llama.cpp's OpenAI-compatible server on
+## 127.0.0.1:LOCAL_MODEL_PORT (default 8002), offline, in the background, registered as the
+## provider "Local SmolLM2". The first run compiles llama.cpp (about 9 minutes on 2 cores).
+## local-model-stop stops it; local-model-bench prints time to first token and tokens/s.
+LOCAL_VENV ?= .venv-local-model
+LOCAL_MODEL_PORT ?= 8002
+
+local-model: migrate local-model-install
+	LOCAL_MODEL_VENV=$(LOCAL_VENV) $(LOCAL_VENV)/bin/python -m localmodel.server start \
+		--port $(LOCAL_MODEL_PORT)
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py set_provider "Local SmolLM2" --protocol openai \
+		--base-url http://127.0.0.1:$(LOCAL_MODEL_PORT)/v1 --models smollm2-135m
+	@echo "Now \`make run\` and pick the provider Local SmolLM2, model smollm2-135m."
+
+local-model-install: $(LOCAL_VENV)/.installed
+
+$(LOCAL_VENV)/.installed: localmodel/requirements.txt localmodel/server-requirements.txt localmodel/build-constraints.txt
+	test -x $(LOCAL_VENV)/bin/python || $(PYTHON) -m venv $(LOCAL_VENV)
+	$(LOCAL_VENV)/bin/python -m pip install --quiet pip==26.3
+	$(LOCAL_VENV)/bin/python -m pip install --quiet -r localmodel/server-requirements.txt
+	@echo "Compiling llama.cpp for llama-cpp-python: about 9 minutes on 2 cores..."
+	$(LOCAL_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes \
+		--build-constraint localmodel/build-constraints.txt -r localmodel/requirements.txt
+	touch $@
+
+local-model-stop:
+	$(PYTHON) -m localmodel.server stop
+
+local-model-bench:
+	$(PYTHON) -m localmodel.bench --base-url http://127.0.0.1:$(LOCAL_MODEL_PORT)/v1
