@@ -79,6 +79,16 @@ def _message_parts(obj: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return "", text if isinstance(text, str) else "", payloads.finish_reason(output)
 
 
+def _deltas(reasoning: str, content: str) -> list[Event]:
+    """Thinking before answer, as both arrive in one event; empty pieces are no events."""
+    events: list[Event] = []
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
+    if content:
+        events.append(TextDelta(content))
+    return events
+
+
 class DashScopeStream:
     """Per-reply state of a native SSE stream (cumulative text, last usage seen)."""
 
@@ -100,11 +110,7 @@ class DashScopeStream:
         if not self._incremental:
             reasoning = self._reasoning.delta(reasoning)
             content = self._text.delta(content)
-        events: list[Event] = []
-        if reasoning:
-            events.append(ReasoningDelta(reasoning))
-        if content:
-            events.append(TextDelta(content))
+        events = _deltas(reasoning, content)
         usage = payloads.usage(obj)
         if usage is not None and usage != self._usage:
             self._usage = usage
@@ -121,11 +127,7 @@ def parse_response(obj: Mapping[str, Any]) -> list[Event]:
     if not isinstance(obj.get("output"), Mapping):
         return [Failed(UpstreamProtocolError("The model server's reply contained no answer."))]
     reasoning, content, reason = _message_parts(obj)
-    events: list[Event] = []
-    if reasoning:
-        events.append(ReasoningDelta(reasoning))
-    if content:
-        events.append(TextDelta(content))
+    events = _deltas(reasoning, content)
     usage = payloads.usage(obj)
     if usage is not None:
         events.append(usage)
