@@ -324,6 +324,7 @@ class Generation:
             is_latest=True,
             committed=self.committed,
             buffered=base.buffered,
+            provider_name=base.provider_name,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -617,6 +618,7 @@ class GenerationService:
             model=generation.turn.model,
             streamed=generation.turn.stream,
             buffered=generation.turn.answer.buffered,
+            provider_name=generation.turn.answer.provider_name,
             is_latest=True,
             **{k: v for k, v in fields.items() if k in _VIEW_FIELDS},
         )
