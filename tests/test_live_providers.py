@@ -214,6 +214,9 @@ async def test_a_wrong_key_is_a_clear_error_and_no_key_leaks(guest: Visitor, mul
                  f"/c/{conversation}/export.json"):  # fmt: skip
         seen.append(guest.http.get(path).text)
     seen.append(multi.log())
+    # Nor does the database: providers name the variable that holds a key, never the key.
+    for stored in multi.db_path.parent.glob("db.sqlite3*"):
+        seen.append(stored.read_bytes().decode("latin-1"))
     for text in seen:
         assert KEY not in text and WRONG not in text
         assert KEY[:12] not in text and WRONG[:12] not in text
@@ -243,3 +246,20 @@ async def test_native_rate_limit_behind_http_200_is_a_rate_limit(
     assert final["data-status"] == "error"
     assert row["error_kind"] == "rate_limit"
     assert row["error_message"].startswith("Rate limited by the model server")
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_text", "think"])
+async def test_every_name_for_thinking_is_saved_as_thinking(
+    guest: Visitor, keyed_simulator: Simulator, field: str
+) -> None:
+    """vLLM's ``reasoning``, ``reasoning_text`` and ``<think>`` tags inside the content."""
+    ids = provider_ids(guest, guest.new_conversation())
+    marker = f"[t-field-{field}]"
+    row, _, final = await ask(
+        guest, f"p{ids['Compatible']}:qwen-plus", marker, f"{FAST} think=25 reasoning_field={field}"
+    )
+    sent = keyed_simulator.request_for(marker)
+    assert final["data-status"] == "complete"
+    assert row["reasoning"] == sent["reasoning"] and row["reasoning"]
+    assert row["content"] == sent["text"]
+    assert "<think>" not in row["content"]

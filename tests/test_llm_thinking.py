@@ -49,6 +49,17 @@ def test_think_tags_split_at_every_boundary() -> None:
         assert all(isinstance(e, ReasoningDelta) for e in events[: last_thought + 1])
 
 
+def test_think_tags_trim_the_blank_lines_around_a_thought() -> None:
+    """DeepSeek-R1 style ``<think>\n…\n</think>\n\n``: the thought is saved without them."""
+    raw = f"<think>\n{THOUGHT}\n\n</think>\n\n{ANSWER}"
+    for i in range(len(raw) + 1):
+        events = run_tags([raw[:i], raw[i:]])
+        assert joined(events, ReasoningDelta) == THOUGHT, f"split at {i}"
+        assert joined(events, TextDelta) == ANSWER, f"split at {i}"
+    inner = "Line one.\n\nLine two."
+    assert joined(run_tags(list(f"<think>\n{inner}\n</think>x")), ReasoningDelta) == inner
+
+
 def test_think_tags_one_character_at_a_time() -> None:
     raw = f"  <think>{THOUGHT}</think>{ANSWER}"
     events = run_tags(list(raw))

@@ -29,6 +29,7 @@ class ThinkTags:
     def __init__(self) -> None:
         self._state = "start"  # start → thinking → after → answer, or start → answer
         self._buffer = ""
+        self._thought_began = False
 
     def feed(self, event: Event) -> list[Event]:
         if self._state == "answer" or not isinstance(event, TextDelta):
@@ -49,13 +50,20 @@ class ThinkTags:
                 return self._take(TextDelta)
             self._state = "thinking"
             self._buffer = head[len(OPEN) :]
+        if not self._thought_began:  # "<think>\n…": the thought starts at its first word
+            self._buffer = self._buffer.lstrip()
+            if not self._buffer:
+                return out
+            self._thought_began = True
         end = self._buffer.find(CLOSE)
         if end < 0:
-            keep = _partial_suffix(self._buffer, CLOSE)
-            cut = len(self._buffer) - keep
+            # Hold back what may be the closing tag, and blank lines that may precede it.
+            cut = len(self._buffer) - _partial_suffix(self._buffer, CLOSE)
+            cut = len(self._buffer[:cut].rstrip())
             thought, self._buffer = self._buffer[:cut], self._buffer[cut:]
             return [ReasoningDelta(thought)] if thought else out
-        thought, rest = self._buffer[:end], self._buffer[end + len(CLOSE) :].lstrip()
+        thought = self._buffer[:end].rstrip()
+        rest = self._buffer[end + len(CLOSE) :].lstrip()
         self._state, self._buffer = ("answer" if rest else "after"), ""
         if thought:
             out.append(ReasoningDelta(thought))
@@ -65,10 +73,10 @@ class ThinkTags:
 
     def flush(self) -> list[Event]:
         """What is held back at the end: an unfinished tag is text, or the rest of a thought."""
-        if not self._buffer:
-            return []
-        kind = ReasoningDelta if self._state == "thinking" else TextDelta
-        return self._take(kind)
+        if self._state == "thinking":
+            self._buffer = self._buffer.rstrip()
+            return self._take(ReasoningDelta)
+        return self._take(TextDelta)
 
     def _take(self, kind: type[TextDelta] | type[ReasoningDelta]) -> list[Event]:
         text, self._buffer = self._buffer, ""
