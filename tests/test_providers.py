@@ -3,6 +3,10 @@ per-conversation request options, and keys that never leave the environment."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -170,3 +174,40 @@ def test_a_model_no_longer_offered_is_a_clear_error(client: Client, local: Provi
     owner = Owner(user_id=None, session_key=client.session.session_key)
     with pytest.raises(ClientError, match="“llama3:8b” is no longer offered by"):
         create_turn(owner, conversation.pk, "Hello", set())
+
+
+def settings_value(env: dict[str, str], name: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "DASHSCOPE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "DJANGO_SETTINGS_MODULE": "chatsite.settings", "DEBUG": "1", **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "base"),
+    [
+        ({}, "http://127.0.0.1:8000/simulator/v1"),
+        ({"LLM_API_PROTOCOL": "dashscope"}, "http://127.0.0.1:8000/simulator/api/v1"),
+        ({"DASHSCOPE_API_KEY": "k"}, "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        (
+            {"DASHSCOPE_API_KEY": "k", "LLM_API_PROTOCOL": "DashScope"},
+            "https://dashscope.aliyuncs.com/api/v1",
+        ),
+    ],
+)
+def test_the_default_provider_follows_the_environment(env: dict[str, str], base: str) -> None:
+    result = settings_value({"PORT": "8000", **env}, "LLM_API_BASE")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == base
+
+
+def test_an_unknown_protocol_stops_the_app_with_a_clear_message() -> None:
+    result = settings_value({"LLM_API_PROTOCOL": "grpc"}, "LLM_API_BASE")
+    assert result.returncode != 0
+    assert "LLM_API_PROTOCOL must be 'openai' or 'dashscope', not 'grpc'." in result.stderr
