@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.contrib import admin
+from django.db.models import Field
+from django.http import HttpRequest
 
 from .models import Conversation, Message, Provider
 
@@ -18,6 +21,13 @@ class ProviderAdmin(admin.ModelAdmin):
         "name", "protocol", "base_url", "api_key_env", "model_list", "include_usage",
         "incremental_output", "enabled", "position",
     )  # fmt: skip
+
+    def formfield_for_dbfield(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "base_url":
+            kwargs["assume_scheme"] = "https"  # a bare host means https, as Django 6 will
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(boolean=True, description="key set")
     def key_present(self, provider: Provider) -> bool | None:

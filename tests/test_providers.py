@@ -211,3 +211,29 @@ def test_an_unknown_protocol_stops_the_app_with_a_clear_message() -> None:
     result = settings_value({"LLM_API_PROTOCOL": "grpc"}, "LLM_API_BASE")
     assert result.returncode != 0
     assert "LLM_API_PROTOCOL must be 'openai' or 'dashscope', not 'grpc'." in result.stderr
+
+
+def test_providers_are_added_in_the_admin_by_key_variable_name(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    form = {
+        "name": "OpenAI",
+        "protocol": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "model_list": "gpt-4o-mini",
+        "include_usage": "on",
+        "incremental_output": "on",
+        "enabled": "on",
+        "position": "0",
+    }
+    refused = admin_client.post("/admin/chat/provider/add/", {**form, "api_key_env": SECRET})
+    assert "never the key itself" in refused.content.decode()
+    assert not Provider.objects.exists()
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    added = admin_client.post(
+        "/admin/chat/provider/add/", {**form, "api_key_env": "OPENAI_API_KEY"}
+    )
+    assert added.status_code == 302
+    listing = admin_client.get("/admin/chat/provider/").content.decode()
+    assert "OPENAI_API_KEY" in listing and SECRET not in listing
+    assert 'alt="True"' in listing  # the key variable is set on this server
