@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import time
@@ -190,6 +191,12 @@ async def test_stream_only_models_are_buffered_on_the_off_side(
     assert any("only answers streaming calls" in f.html for f in frames)
     requests = [r for r in simulator.requests() if "[t-cmp-qwq]" in r["messages"][-1]["content"]]
     assert [r["stream"] for r in requests] == [True, True]  # both streamed upstream
+    # qwq-plus thinks first: each pane shows the thought in its own block, timed.
+    for answer_id, sent in zip((int(trial["stream-answer"]), off), requests, strict=False):
+        assert sent["reasoning"]
+        finished = next(f.html for f in frames if f.final_for(answer_id))
+        assert 'class="thinking"' in finished and "Thought for" in finished
+        assert html.escape(sent["reasoning"][:80]) in finished
 
 
 @pytest.mark.parametrize(
