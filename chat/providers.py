@@ -25,6 +25,11 @@ DEFAULT_KEY = "default"
 _CHOICE_RE = re.compile(r"^p(\d+):(.+)$", re.DOTALL)
 
 
+def choice_value(provider_id: int | None, model: str) -> str:
+    """The one string a picker option carries for a provider and model."""
+    return model if provider_id is None else f"p{provider_id}:{model}"
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """One provider as plain data, safe to hand to async code (no ORM, no key)."""
@@ -44,10 +49,12 @@ class Upstream:
         return None if self.key == DEFAULT_KEY else int(self.key)
 
     def api_key(self) -> str | None:
-        """Read now, from the environment: a rotated key applies without a restart of data."""
+        """Read when a request is made, so a key lives only in the environment."""
         if self.key == DEFAULT_KEY:
             return settings.LLM_API_KEY or None
-        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
+        if not self.api_key_env:
+            return None  # a server without keys (a local vLLM, Ollama, llama.cpp)
+        return os.environ.get(self.api_key_env) or None
 
     def missing_key(self) -> str | None:
         """Why this provider cannot be asked (its key variable is unset), or None."""
@@ -59,7 +66,7 @@ class Upstream:
         return None
 
     def choice(self, model: str) -> str:
-        return model if self.key == DEFAULT_KEY else f"p{self.key}:{model}"
+        return choice_value(self.provider_id, model)
 
     @property
     def host(self) -> str:

@@ -37,9 +37,7 @@ def _owned(request: HttpRequest, conversation_id: int) -> Conversation:
 
 def conversation_choice(conversation: Conversation) -> str:
     """The picker value of a conversation's provider and model."""
-    if conversation.provider_id is None:
-        return conversation.model
-    return f"p{conversation.provider_id}:{conversation.model}"
+    return providers.choice_value(conversation.provider_id, conversation.model)
 
 
 def _page_context(
