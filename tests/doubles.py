@@ -73,3 +73,14 @@ def replay(
         return httpx.Response(status, headers=headers, stream=body)
 
     return mock_http(handler), body, seen
+
+
+def pieces_replay() -> tuple[httpx.AsyncClient, list[bytes]]:
+    """An httpx client answering each request with ``pieces`` as they are at that moment, for
+    replaying one recording cut in different places."""
+    pieces: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, stream=ChunkStream(pieces))
+
+    return mock_http(handler), pieces

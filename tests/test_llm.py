@@ -45,7 +45,7 @@ from chat.llm import (
     parse_chunk,
     parse_completion,
 )
-from tests.doubles import SSE, ChunkStream, mock_http, recording, replay
+from tests.doubles import SSE, mock_http, pieces_replay, recording, replay
 
 BASE = "http://upstream.test:8000/v1"
 KEY = "sk-live-Secret0123456789abcdef"
@@ -101,12 +101,7 @@ async def test_qwen_sample_split_at_every_byte_boundary(
 ) -> None:
     """Two reads per run, cut at each offset: inside 汉字, inside "data:", between CR and LF."""
     raw = recording("openai_compat_qwen.sse")
-    pieces: list[bytes] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers=SSE, stream=ChunkStream(pieces))
-
-    http = mock_http(handler)
+    http, pieces = pieces_replay()
     closing.append(http)
     client = ChatClient(http, BASE, KEY)
     for i in range(1, len(raw)):
@@ -128,12 +123,7 @@ async def test_crlf_recording_split_at_every_byte_boundary(
 ) -> None:
     raw = recording("crlf.sse")
     assert b"\r\n\r\n" in raw, "recording lost its CRLF line endings"
-    pieces: list[bytes] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers=SSE, stream=ChunkStream(pieces))
-
-    http = mock_http(handler)
+    http, pieces = pieces_replay()
     closing.append(http)
     client = ChatClient(http, BASE)
     expected: list[Event] = [

@@ -31,7 +31,7 @@ from chat.llm import (
     Usage,
     parse_dashscope_response,
 )
-from tests.doubles import SSE, ChunkStream, mock_http, recording, replay
+from tests.doubles import SSE, mock_http, pieces_replay, recording, replay
 
 BASE = "https://dashscope.test/api/v1"
 URL = f"{BASE}/services/aigc/text-generation/generation"
@@ -122,12 +122,7 @@ async def test_reference_sample_split_at_every_byte_boundary(
     closing: list[httpx.AsyncClient],
 ) -> None:
     raw = recording("dashscope_reference.sse")
-    pieces: list[bytes] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers=SSE, stream=ChunkStream(pieces))
-
-    http = mock_http(handler)
+    http, pieces = pieces_replay()
     closing.append(http)
     client = ChatClient(http, BASE, KEY, protocol="dashscope")
     for i in range(1, len(raw)):
