@@ -202,6 +202,8 @@ def running_servers(
             "DEBUG": "0",
             "SECRET_KEY": "bench-only-not-secret",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Session-owned conversations (the demo's): the relay is measured, not the login.
+            "CHAT_REQUIRE_LOGIN": "0",
             "STATIC_ROOT": str(workdir / "static"),
             **(app_env or {}),
         }

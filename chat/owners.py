@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -28,10 +29,13 @@ class Owner:
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> Owner | None:
-        """Owner of a websocket (AuthMiddlewareStack filled user and session); None if unknown."""
+        """Owner of a websocket (AuthMiddlewareStack filled user and session); None if unknown,
+        or if the deployment requires a login and the socket has none."""
         user = scope.get("user")
         if user is not None and user.is_authenticated:
             return cls(user_id=user.pk, session_key="")
+        if settings.CHAT_REQUIRE_LOGIN:
+            return None
         session = scope.get("session")
         key = session.session_key if session is not None else None
         return cls(user_id=None, session_key=key) if key else None

@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chat.middleware.LoginRequiredWhenConfigured",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -124,6 +125,16 @@ else:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1000}}
     }
+
+# --- Accounts -----------------------------------------------------------------------------------
+# Every page and websocket needs a logged-in user; the default whenever DEBUG is off. Without
+# it (the demo) conversations belong to the browser session.
+CHAT_REQUIRE_LOGIN = env_bool("CHAT_REQUIRE_LOGIN", not DEBUG)
+# Anyone who reaches the site may create an account; otherwise the admin creates users.
+CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", False)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "login"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,0 +1,81 @@
+"""Accounts on a real server: with CHAT_REQUIRE_LOGIN=1, websockets need a logged-in user and
+only ever reach that user's own conversations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import websockets
+
+from tests.conftest import (
+    ROOT,
+    App,
+    Simulator,
+    Visitor,
+    collect_answer,
+    send,
+    start_app,
+    stop_process,
+)
+
+PASSWORD = "a-long-enough-passphrase-7"
+
+
+@pytest.fixture(scope="module")
+def team(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    tmp = tmp_path_factory.mktemp("team")
+    env = {"LLM_API_BASE": simulator.base_url, "CHAT_REQUIRE_LOGIN": "1"}
+    instance, process = start_app(tmp, env)
+    create = "from django.contrib.auth.models import User\n" + "".join(
+        f"User.objects.create_user({name!r}, password={PASSWORD!r})\n" for name in ("ada", "bob")
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", create],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{instance.db_path}"},
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield instance
+    finally:
+        stop_process(process)
+
+
+def signed_in(app: App, username: str) -> Visitor:
+    visitor = Visitor(app)  # its first GET lands on the login page, which sets the CSRF cookie
+    response = visitor.post("/accounts/login/", {"username": username, "password": PASSWORD})
+    assert str(response.url).endswith("/"), response.url
+    return visitor
+
+
+async def test_sockets_need_a_login_and_reach_only_their_owners_chats(team: App) -> None:
+    ada, bob, anonymous = signed_in(team, "ada"), signed_in(team, "bob"), Visitor(team)
+    try:
+        conversation = ada.new_conversation()
+        async with ada.socket(conversation) as ws:
+            await send(ws, "Hello [t-team]\n#sim tokens=8 tps=200 ttft=0.01")
+            _, _, final = await collect_answer(ws)
+            assert final["data-status"] == "complete"
+        for stranger in (bob, anonymous):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with stranger.socket(conversation):
+                    pass
+            assert refused.value.response.status_code == 403
+        assert bob.http.get(f"/c/{conversation}/").status_code == 404
+        page = anonymous.http.get(f"/c/{conversation}/")
+        assert "/accounts/login/" in str(page.url) and "Hello" not in page.text
+    finally:
+        for visitor in (ada, bob, anonymous):
+            visitor.close()
+
+
+async def test_the_comparison_socket_needs_a_login(team: App) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(f"ws://127.0.0.1:{team.port}/ws/compare/", origin=team.url):
+            pass
+    assert refused.value.response.status_code == 403
