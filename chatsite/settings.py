@@ -38,11 +38,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 DEBUG = env_bool("DEBUG")
 
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        sys.exit("SECRET_KEY must be set when DEBUG is off (see README, Settings).")
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+if not DEBUG and (
+    len(SECRET_KEY) < 50
+    or len(set(SECRET_KEY)) < 5
+    or SECRET_KEY.startswith("django-insecure-")
+    or SECRET_KEY == DEVELOPMENT_SECRET_KEY
+):
+    # Sessions and CSRF tokens are signed with it: a guessable key means forged logins.
+    sys.exit(
+        "SECRET_KEY must be set to a long random value when DEBUG is off, e.g. "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' (see README, Settings)."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else ["localhost", "127.0.0.1"]
@@ -167,6 +176,21 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+
+# Served over HTTPS (a TLS proxy in front, which sets X-Forwarded-Proto): the default whenever
+# DEBUG is off. Plain-HTTP redirects to HTTPS, cookies are secure-only, HSTS is sent.
+CHAT_HTTPS = env_bool("CHAT_HTTPS", not DEBUG)
+if CHAT_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    # These two commit the organisation's whole domain, which this app cannot know: they are
+    # the deployer's choice (README), so their reminders are not warnings about this app.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
