@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -89,7 +90,9 @@ def _upstream(conversation: Conversation) -> providers.Upstream:
 
 def _history(conversation: Conversation) -> list[Message]:
     """The conversation's messages in order: read once per turn, for every check and context."""
-    return list(conversation.messages.only("id", "role", "content", "status", "created_at"))
+    return list(
+        conversation.messages.only("id", "role", "content", "status", "created_at", "heartbeat_at")
+    )
 
 
 def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
@@ -119,18 +122,29 @@ def _settle(pks: list[int]) -> None:
     )
 
 
+def _is_orphan(row: Message, live: set[int]) -> bool:
+    """Streaming, yet neither this worker nor any other has touched it lately: its worker died
+    (SIGKILL, crash, power). Live answers of other workers keep a fresh heartbeat."""
+    if row.pk in live:
+        return False
+    beat = row.heartbeat_at
+    return beat is None or timezone.now() - beat > timedelta(seconds=settings.STREAM_ORPHAN_AFTER)
+
+
 def settle_orphans(conversation: Conversation, live: set[int]) -> None:
-    """Answers marked streaming that no task in this process runs died with an old process."""
-    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
-    orphans = [pk for pk in streaming.values_list("pk", flat=True) if pk not in live]
+    """Mark as interrupted the answers a dead worker left "streaming", keeping their text."""
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING).only(
+        "id", "heartbeat_at"
+    )
+    orphans = [row.pk for row in streaming if _is_orphan(row, live)]
     if orphans:
         _settle(orphans)
 
 
 def _check_idle(rows: list[Message], live: set[int]) -> None:
-    """Refuse a second answer while one streams; settle the ones a dead process left."""
+    """Refuse a second answer while one streams; settle the ones a dead worker left."""
     streaming = [row for row in rows if row.status == Message.Status.STREAMING]
-    orphans = [row for row in streaming if row.pk not in live]
+    orphans = [row for row in streaming if _is_orphan(row, live)]
     if orphans:
         _settle([row.pk for row in orphans])
         for row in orphans:
@@ -147,6 +161,7 @@ def _new_answer(conversation: Conversation, upstream: providers.Upstream) -> Mes
         model=conversation.model,
         provider_name=upstream.name,
         streamed=conversation.stream,
+        heartbeat_at=timezone.now(),
     )
 
 
@@ -231,15 +246,23 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     )
 
 
-def save_progress(rows: list[tuple[int, str, str]]) -> None:
-    """Save the text so far of several growing answers in one transaction.
+def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -> None:
+    """Save the text so far of several growing answers, and the heartbeat of every answer this
+    worker runs (``alive``), in one transaction.
 
     Only rows still streaming are touched, so a late progress save never undoes a final one.
     """
+    now = timezone.now()
     with transaction.atomic():
         for answer_id, content, reasoning in rows:
             Message.objects.filter(pk=answer_id, status=Message.Status.STREAMING).update(
-                content=content, reasoning=reasoning
+                content=content, reasoning=reasoning, heartbeat_at=now
+            )
+        changed = {row[0] for row in rows}
+        quiet = [pk for pk in alive if pk not in changed]
+        if quiet:
+            Message.objects.filter(pk__in=quiet, status=Message.Status.STREAMING).update(
+                heartbeat_at=now
             )
 
 
@@ -463,7 +486,8 @@ class GenerationService:
             self._saver = asyncio.create_task(self._save_loop(), name="generation-saver")
 
     async def _save_loop(self) -> None:
-        """While answers grow, save them all once per interval in one database call.
+        """While answers run, save the grown ones and every one's heartbeat once per interval,
+        in one database call.
 
         One call for every stream, not one per stream: at hundreds of streams, a thread hop
         and a transaction each would cost more than the relay itself.
@@ -482,9 +506,10 @@ class GenerationService:
                             "".join(generation.reasoning),
                         )
                     )
-            if rows:
+            alive = [g.answer_id for g in self.running.values() if not g.done]
+            if rows or alive:
                 try:
-                    await database_sync_to_async(save_progress)(rows)
+                    await database_sync_to_async(save_progress)(rows, alive)
                 except Exception:  # the final save still comes; keep the loop alive
                     logger.exception("saving %d answers in progress failed", len(rows))
 

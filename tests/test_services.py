@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from chat.exceptions import ClientError
 from chat.models import Conversation, Message
 from chat.owners import Owner
-from chat.services import create_retry, create_turn
+from chat.services import create_retry, create_turn, save_progress, settle_orphans
 
 pytestmark = pytest.mark.django_db
 
@@ -114,3 +118,44 @@ def test_a_standalone_turn_sends_only_the_question() -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Same question"},
     ]
+
+
+def test_another_workers_answer_is_live_while_its_heartbeat_is_fresh() -> None:
+    """Several workers share the database: only a stopped heartbeat means a dead worker."""
+    chat = conversation()
+    Message.objects.create(conversation=chat, role="user", content="Q")
+    elsewhere = Message.objects.create(
+        conversation=chat,
+        role="assistant",
+        content="streaming on another worker",
+        status="streaming",
+        heartbeat_at=timezone.now(),
+    )
+    with pytest.raises(ClientError, match="still streaming"):
+        create_turn(OWNER, chat.pk, "Another", live=set())
+    settle_orphans(chat, live=set())
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == "streaming"
+    # Its worker died: no heartbeat for longer than STREAM_ORPHAN_AFTER.
+    Message.objects.filter(pk=elsewhere.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.STREAM_ORPHAN_AFTER + 1)
+    )
+    settle_orphans(chat, live=set())
+    elsewhere.refresh_from_db()
+    assert (elsewhere.status, elsewhere.error_kind) == ("error", "interrupted")
+    assert elsewhere.content == "streaming on another worker"
+
+
+def test_progress_saves_touch_the_heartbeat_of_quiet_answers_too() -> None:
+    chat = conversation()
+    growing, quiet, finished = (
+        Message.objects.create(conversation=chat, role="assistant", status=status)
+        for status in ("streaming", "streaming", "complete")
+    )
+    save_progress([(growing.pk, "more", "")], alive=[growing.pk, quiet.pk, finished.pk])
+    growing.refresh_from_db()
+    quiet.refresh_from_db()
+    finished.refresh_from_db()
+    assert growing.content == "more" and growing.heartbeat_at is not None
+    assert quiet.heartbeat_at is not None
+    assert finished.heartbeat_at is None  # a final row is never touched again

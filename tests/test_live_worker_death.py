@@ -1,0 +1,82 @@
+"""A worker SIGKILLed mid-answer: the answer loses at most the last save interval of text and
+is shown as interrupted, with Retry, by the next worker; never "streaming" forever."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+import httpx
+
+from tests.conftest import (
+    Frame,
+    Simulator,
+    Visitor,
+    answer_row,
+    send,
+    start_app,
+    stop_process,
+    streamed_text,
+)
+
+ORPHAN_AFTER_S = 3.0
+
+
+async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupted(
+    simulator: Simulator, tmp_path: object
+) -> None:
+    env = {
+        "LLM_API_BASE": simulator.base_url,
+        "STREAM_SAVE_INTERVAL_MS": "1000",  # the default: the promise is "at most a second"
+        "STREAM_ORPHAN_AFTER_MS": str(int(ORPHAN_AFTER_S * 1000)),
+    }
+    first, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    visitor = Visitor(first)
+    frames: list[Frame] = []
+    try:
+        conversation = visitor.new_conversation()
+        async with visitor.socket(conversation) as ws:
+            await send(ws, "Long story [t-sigkill]\n#sim tokens=600 tps=40 ttft=0.05")
+            deadline = time.monotonic() + 3.5
+            while time.monotonic() < deadline:
+                raw = await asyncio.wait_for(ws.recv(), 5)
+                frames.append(Frame(str(raw), time.monotonic()))
+            killed_at = time.monotonic()
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    finally:
+        visitor.close()
+        stop_process(process)
+
+    answer_id = next(
+        int(a["id"].removeprefix("message-"))
+        for f in frames
+        for a in f.articles
+        if a.get("data-role") == "assistant"
+    )
+    shown = streamed_text(frames, answer_id)
+    older = streamed_text([f for f in frames if f.at < killed_at - 1.2], answer_id)
+    assert len(shown) > 100
+
+    second, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    try:
+        client = httpx.Client(base_url=second.url, cookies=visitor.http.cookies, timeout=10)
+        time.sleep(ORPHAN_AFTER_S + 0.5)
+        page = client.get(f"/c/{conversation}/").text
+        article = re.search(rf'<article id="message-{answer_id}"[^>]*>', page)
+        assert article and 'data-status="error"' in article.group(0)
+        assert "The server restarted before this answer finished." in page
+        assert f'id="retry-{answer_id}"' in page
+        saved = answer_row(client.get(f"/c/{conversation}/export.json").json(), answer_id)
+        assert saved["error_kind"] == "interrupted"
+        # Everything saved was shown, and all but the last second of what was shown is saved.
+        assert shown.startswith(saved["content"])
+        assert len(saved["content"]) >= len(older) > 0
+        client.close()
+    finally:
+        stop_process(process)
+    upstream = simulator.request_for("[t-sigkill]")
+    assert upstream["outcome"] == "disconnected"  # the dead worker's request ended with it
