@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -397,6 +398,7 @@ class GenerationService:
         self.frame_interval: float = settings.STREAM_FRAME_INTERVAL
         self.save_interval: float = settings.STREAM_SAVE_INTERVAL
         self._saver: asyncio.Task[None] | None = None
+        self.closing = False  # shutting down: answers in flight finish, no new ones start
 
     def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
         """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
@@ -421,6 +423,7 @@ class GenerationService:
         self, owner: Owner, conversation_id: int, text: str, origin: str | None = None
     ) -> Generation:
         """Save the user's message, then start answering it."""
+        self._refuse_while_closing()
         turn = await database_sync_to_async(create_turn)(
             owner, conversation_id, text, set(self.running)
         )
@@ -429,6 +432,7 @@ class GenerationService:
     async def retry(
         self, owner: Owner, conversation_id: int, answer_id: int, origin: str | None = None
     ) -> Generation:
+        self._refuse_while_closing()
         turn = await database_sync_to_async(create_retry)(
             owner, conversation_id, answer_id, set(self.running)
         )
@@ -443,6 +447,27 @@ class GenerationService:
         if generation.reader is not None:
             generation.reader.cancel()
         return True
+
+    async def drain(self, grace: float) -> None:
+        """On a clean shutdown: let the answers in flight finish for up to ``grace`` seconds,
+        then stop the rest; every one is saved (complete, or interrupted with its text)."""
+        self.closing = True
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        if not tasks:
+            return
+        logger.info("shutting down: %d answers in flight get %.0f s to finish", len(tasks), grace)
+        await asyncio.wait(tasks, timeout=grace)
+        late = [g for g in self.running.values() if g.task is not None]
+        for generation in late:
+            if generation.reader is not None:
+                generation.reader.cancel()  # saved as "The server stopped before…"
+        if late:
+            await asyncio.wait([g.task for g in late if g.task is not None], timeout=10)
+            logger.info("shutting down: %d answers stopped and saved", len(late))
+
+    def _refuse_while_closing(self) -> None:
+        if self.closing:
+            raise ClientError("The server is restarting: send that again in a moment.")
 
     def snapshots(self, conversation_id: int) -> list[Generation]:
         return [g for g in self.running.values() if g.turn.conversation_id == conversation_id]
@@ -674,4 +699,20 @@ def get_service() -> GenerationService:
             max_connections=settings.LLM_MAX_CONNECTIONS,
         )
         service = _services[loop] = GenerationService(http)
+        _drain_before_shutdown(service)
     return service
+
+
+def _drain_before_shutdown(service: GenerationService) -> None:
+    """Under Daphne (Twisted's asyncio reactor), hold the process's exit on SIGTERM until the
+    answers in flight are finished or saved (``STREAM_SHUTDOWN_GRACE_MS``)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return  # not served by Daphne (tests, management commands)
+    from twisted.internet import defer
+
+    def before_shutdown() -> defer.Deferred[None]:
+        drained = asyncio.ensure_future(service.drain(settings.STREAM_SHUTDOWN_GRACE))
+        return defer.Deferred.fromFuture(drained)
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)

@@ -270,6 +270,8 @@ LLM_MAX_CONNECTIONS = int(os.environ.get("LLM_MAX_CONNECTIONS", "1000"))
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL_MS", 30.0) / 1000
 # How often a streaming answer's text is saved while it grows (never per token).
 STREAM_SAVE_INTERVAL = env_float("STREAM_SAVE_INTERVAL_MS", 1000.0) / 1000
+# On SIGTERM a worker lets its answers in flight finish for this long, then stops and saves them.
+STREAM_SHUTDOWN_GRACE = env_float("STREAM_SHUTDOWN_GRACE_MS", 10000.0) / 1000
 # An answer still "streaming" whose worker has not touched it for this long died with that
 # worker; it is shown as interrupted, with its saved text and Retry.
 STREAM_ORPHAN_AFTER = max(

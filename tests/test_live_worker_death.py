@@ -80,3 +80,68 @@ async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupte
         stop_process(process)
     upstream = simulator.request_for("[t-sigkill]")
     assert upstream["outcome"] == "disconnected"  # the dead worker's request ended with it
+
+
+async def first_frames(visitor: Visitor, conversation: int, prompt: str) -> None:
+    """Send, and return once the answer is streaming."""
+    async with visitor.socket(conversation) as ws:
+        await send(ws, prompt)
+        while True:
+            frame = Frame(str(await asyncio.wait_for(ws.recv(), 5)), time.monotonic())
+            if frame.deltas:
+                return
+
+
+async def test_sigterm_lets_an_answer_in_flight_finish(
+    simulator: Simulator, tmp_path: object
+) -> None:
+    env = {"LLM_API_BASE": simulator.base_url}
+    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    visitor = Visitor(app)
+    try:
+        conversation = visitor.new_conversation()
+        await first_frames(visitor, conversation, "Finish me [t-sigterm]\n#sim tokens=80 tps=40")
+        process.terminate()  # SIGTERM, as systemd or Docker stop a worker
+        assert process.wait(timeout=15) == 0
+    finally:
+        visitor.close()
+        stop_process(process)
+    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    try:
+        client = httpx.Client(base_url=app.url, cookies=visitor.http.cookies, timeout=10)
+        saved = client.get(f"/c/{conversation}/export.json").json()["messages"][-1]
+        client.close()
+    finally:
+        stop_process(process)
+    assert saved["status"] == "complete"
+    assert saved["content"] == simulator.request_for("[t-sigterm]")["text"]
+
+
+async def test_sigterm_saves_what_cannot_finish_within_the_grace(
+    simulator: Simulator, tmp_path: object
+) -> None:
+    env = {"LLM_API_BASE": simulator.base_url, "STREAM_SHUTDOWN_GRACE_MS": "1000"}
+    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    visitor = Visitor(app)
+    try:
+        conversation = visitor.new_conversation()
+        await first_frames(visitor, conversation, "Too long [t-sigterm-grace]\n#sim tokens=900")
+        asked = time.monotonic()
+        process.terminate()
+        process.wait(timeout=15)
+        assert time.monotonic() - asked < 6  # the grace, not the whole answer
+    finally:
+        visitor.close()
+        stop_process(process)
+    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    try:
+        client = httpx.Client(base_url=app.url, cookies=visitor.http.cookies, timeout=10)
+        saved = client.get(f"/c/{conversation}/export.json").json()["messages"][-1]
+        client.close()
+    finally:
+        stop_process(process)
+    sent = simulator.request_for("[t-sigterm-grace]")
+    assert saved["status"] == "error"
+    assert saved["error_message"] == "The server stopped before this answer finished."
+    assert saved["content"] and sent["text"].startswith(saved["content"])
+    assert sent["outcome"] == "disconnected"
