@@ -43,6 +43,10 @@ from .owners import Owner
 logger = logging.getLogger(__name__)
 
 FRAME_EVENT = "chat.frame"
+# Every worker's service listens in this group, for requests about answers it runs.
+WORKERS_GROUP = "streamside-workers"
+STOP_EVENT = "generation.stop"
+GROUP_REFRESH = 3600.0  # seconds; channels-redis forgets group members after a day
 INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
 
 
@@ -123,7 +127,7 @@ def _settle(pks: list[int]) -> None:
     )
 
 
-def _is_orphan(row: Message, live: set[int]) -> bool:
+def is_orphan(row: Message, live: set[int]) -> bool:
     """Streaming, yet neither this worker nor any other has touched it lately: its worker died
     (SIGKILL, crash, power). Live answers of other workers keep a fresh heartbeat."""
     if row.pk in live:
@@ -137,7 +141,7 @@ def settle_orphans(conversation: Conversation, live: set[int]) -> None:
     streaming = conversation.messages.filter(status=Message.Status.STREAMING).only(
         "id", "heartbeat_at"
     )
-    orphans = [row.pk for row in streaming if _is_orphan(row, live)]
+    orphans = [row.pk for row in streaming if is_orphan(row, live)]
     if orphans:
         _settle(orphans)
 
@@ -145,7 +149,7 @@ def settle_orphans(conversation: Conversation, live: set[int]) -> None:
 def _check_idle(rows: list[Message], live: set[int]) -> None:
     """Refuse a second answer while one streams; settle the ones a dead worker left."""
     streaming = [row for row in rows if row.status == Message.Status.STREAMING]
-    orphans = [row for row in streaming if _is_orphan(row, live)]
+    orphans = [row for row in streaming if is_orphan(row, live)]
     if orphans:
         _settle([row.pk for row in orphans])
         for row in orphans:
@@ -399,6 +403,7 @@ class GenerationService:
         self.save_interval: float = settings.STREAM_SAVE_INTERVAL
         self._saver: asyncio.Task[None] | None = None
         self.closing = False  # shutting down: answers in flight finish, no new ones start
+        self._listener: asyncio.Task[None] | None = None
 
     def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
         """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
@@ -439,7 +444,20 @@ class GenerationService:
         return await self._start(turn, origin)
 
     async def stop(self, conversation_id: int, answer_id: int) -> bool:
-        """Cancel an answer in flight; the upstream connection closes as the task unwinds."""
+        """Cancel an answer in flight, on this worker or any other; the upstream connection
+        closes as its task unwinds. True if it ran here."""
+        if self._stop_here(conversation_id, answer_id):
+            return True
+        # Another worker may run it: every worker hears the request; the one running it stops.
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(
+            WORKERS_GROUP,
+            {"type": STOP_EVENT, "conversation": conversation_id, "answer": answer_id},
+        )
+        return False
+
+    def _stop_here(self, conversation_id: int, answer_id: int) -> bool:
         generation = self.running.get(answer_id)
         if generation is None or generation.turn.conversation_id != conversation_id:
             return False
@@ -447,6 +465,31 @@ class GenerationService:
         if generation.reader is not None:
             generation.reader.cancel()
         return True
+
+    def listen(self) -> None:
+        """Start hearing other workers' requests (Stop pressed on a socket they serve)."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="generation-control")
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        channel = await layer.new_channel("workers.")
+        joined = 0.0
+        while True:
+            if time.monotonic() - joined > GROUP_REFRESH:  # group membership expires
+                await layer.group_add(WORKERS_GROUP, channel)
+                joined = time.monotonic()
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a Redis hiccup must not end the listening for good
+                logger.exception("listening for other workers' requests failed")
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") == STOP_EVENT:
+                self._stop_here(int(message["conversation"]), int(message["answer"]))
 
     async def drain(self, grace: float) -> None:
         """On a clean shutdown: let the answers in flight finish for up to ``grace`` seconds,
@@ -699,6 +742,7 @@ def get_service() -> GenerationService:
             max_connections=settings.LLM_MAX_CONNECTIONS,
         )
         service = _services[loop] = GenerationService(http)
+        service.listen()
         _drain_before_shutdown(service)
     return service
 

@@ -20,7 +20,7 @@ from . import providers
 from .fragments import message_view
 from .models import Conversation, Message
 from .owners import Owner
-from .services import peek_service, request_options, settle_orphans
+from .services import is_orphan, peek_service, request_options, settle_orphans
 from .settings_form import apply_settings
 
 
@@ -43,7 +43,11 @@ def conversation_choice(conversation: Conversation) -> str:
 def _page_context(
     request: HttpRequest, conversation: Conversation | None, live: set[int] | None = None
 ) -> dict[str, object]:
-    """The chat page; ``live`` are the answers this process is generating (read if not given)."""
+    """The chat page; ``live`` are the answers this process is generating (read if not given).
+
+    An answer another worker is generating counts as streaming too (its heartbeat is fresh):
+    the page offers Stop for it, which reaches that worker.
+    """
     owner = Owner.from_request(request)
     views = []
     streaming_answer_id = None
@@ -53,7 +57,7 @@ def _page_context(
             live = _live_ids(conversation.pk)
         for index, row in enumerate(rows):
             views.append(message_view(row, is_latest=index == len(rows) - 1))
-            if row.status == Message.Status.STREAMING and row.pk in live:
+            if row.status == Message.Status.STREAMING and not is_orphan(row, live):
                 streaming_answer_id = row.pk
     return {
         "conversations": owner.chats().only("id", "title", "updated_at")[:200],

@@ -126,15 +126,16 @@ def start_app(tmp_path: Path, env: dict[str, str]) -> tuple[App, subprocess.Pope
     port = free_port()
     db_path = tmp_path / "db.sqlite3"
     log_path = tmp_path / "daphne.log"
+    # The embedded defaults unless the caller asks for shared services (REDIS_URL in env).
+    inherited = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     full_env = {
-        **os.environ,
+        **inherited,
         "DEBUG": "1",
         "DATABASE_URL": f"sqlite:///{db_path}",
         "PORT": str(port),
         "STREAM_SAVE_INTERVAL_MS": "200",
         **env,
     }
-    full_env.pop("REDIS_URL", None)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=ROOT,

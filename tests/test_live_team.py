@@ -1,0 +1,148 @@
+"""Two Daphne workers sharing PostgreSQL and Redis, as a team deploys them: an answer generated
+on one worker streams to sockets on both, and Stop works from either.
+
+Runs against the machine's real PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379); where
+they are not running these tests are skipped and say so, unless STREAMSIDE_REQUIRE_SERVICES=1
+(as in CI), where their absence fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import (
+    App,
+    Frame,
+    Simulator,
+    Visitor,
+    collect_answer,
+    send,
+    start_app,
+    stop_process,
+    streamed_text,
+)
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/7"
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("STREAMSIDE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (required here: STREAMSIDE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped afterwards."""
+    name = f"streamside_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc.__class__.__name__})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{PG}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.flushdb()
+    except redis.RedisError as exc:
+        unavailable(f"Redis is not running on 127.0.0.1:6379 ({exc.__class__.__name__})")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def workers(
+    simulator: Simulator,
+    database: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[App, App]]:
+    env = {"LLM_API_BASE": simulator.base_url, "DATABASE_URL": database, "REDIS_URL": redis_url}
+    started = []
+    try:
+        for name in ("a", "b"):
+            tmp: Path = tmp_path_factory.mktemp(f"worker-{name}")
+            started.append(start_app(tmp, env))
+        yield started[0][0], started[1][0]
+    finally:
+        for _, process in started:
+            stop_process(process)
+
+
+def on(app: App, visitor: Visitor) -> Visitor:
+    """The same browser session, talking to another worker (a load balancer's choice)."""
+    other = Visitor(app)
+    other.http.cookies.clear()
+    other.http.cookies.update(visitor.http.cookies)
+    return other
+
+
+async def test_an_answer_streams_to_sockets_on_both_workers(
+    workers: tuple[App, App], simulator: Simulator
+) -> None:
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a, tab_b.socket(conversation) as ws_b:
+            await send(ws_a, "Both tabs [t-two-workers]\n#sim tokens=60 tps=60 ttft=0.05")
+            answer_id, frames_a, final_a = await collect_answer(ws_a)
+            _, frames_b, final_b = await collect_answer(ws_b, answer_id)
+        sent = simulator.request_for("[t-two-workers]")
+        assert streamed_text(frames_a, answer_id) == sent["text"]
+        assert streamed_text(frames_b, answer_id) == sent["text"]  # via Redis, from worker a
+        assert final_a["data-status"] == final_b["data-status"] == "complete"
+        saved = tab_b.export(conversation)["messages"][-1]  # read through worker b
+        assert saved["content"] == sent["text"]
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
+async def test_stop_from_the_other_worker(workers: tuple[App, App], simulator: Simulator) -> None:
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a, tab_b.socket(conversation) as ws_b:
+            await send(ws_a, "Stop me elsewhere [t-stop-b]\n#sim tokens=600 tps=40 ttft=0.05")
+            answer_id = None
+            while answer_id is None:  # worker b's socket sees the answer begin
+                frame = Frame(str(await asyncio.wait_for(ws_b.recv(), 10)), time.monotonic())
+                if frame.deltas:
+                    answer_id = frame.deltas[0][0]
+            # Worker b does not run it, yet knows it is alive (its heartbeat), not orphaned.
+            page = tab_b.http.get(f"/c/{conversation}/").text
+            assert f'id="message-{answer_id}" class="message message--assistant"' in page
+            assert 'data-status="streaming"' in page
+            assert ">Stop</button>" in page  # and it can be stopped from here
+            await ws_b.send(json.dumps({"action": "stop", "answer": str(answer_id)}))
+            _, _, final = await collect_answer(ws_a, answer_id, timeout=10)
+        assert final["data-status"] == "stopped"
+        sent = simulator.request_for("[t-stop-b]")
+        assert sent["outcome"] == "disconnected" and sent["tokens_sent"] < 600
+        saved = tab_a.export(conversation)["messages"][-1]
+        assert saved["status"] == "stopped" and sent["text"].startswith(saved["content"])
+    finally:
+        tab_a.close()
+        tab_b.close()
