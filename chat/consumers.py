@@ -7,6 +7,7 @@ never queued behind a long answer and closing the socket does not stop an answer
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -15,13 +16,22 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from . import comparisons, fragments
 from .compare_views import render_figures, render_run
 from .exceptions import ClientError
-from .models import ComparisonRun, conversation_group
+from .models import ComparisonRun, Message, conversation_group
 from .owners import Owner
-from .services import FRAME_EVENT, get_conversation, get_service
+from .services import (
+    FRAME_EVENT,
+    SNAPSHOT_EVENT,
+    get_conversation,
+    get_service,
+    saved_answer,
+    streaming_answers,
+)
 
 CLOSE_NOT_FOUND = 4404
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
+# How long a socket holds another worker's frames waiting for that worker's snapshot.
+SNAPSHOT_WAIT = 2.0
 
 
 class FrameConsumer(AsyncJsonWebsocketConsumer):
@@ -29,6 +39,11 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
 
     owner: Owner
     seen: dict[int, int]  # answer id -> last frame seq already sent (by a snapshot)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[int, list[dict[str, Any]]] = {}  # answer id -> frames held
+        self.timers: list[asyncio.Task[None]] = []
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -60,14 +75,56 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         """
         if message["type"] == FRAME_EVENT:
             await self.chat_frame(message)
+        elif message["type"] == SNAPSHOT_EVENT:
+            await self.chat_snapshot(message)
         else:
             await super().dispatch(message)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A generation's frame, for every socket in the conversation's group."""
+        held = self.pending.get(event["answer"])
+        if held is not None:
+            held.append(event)  # until the snapshot it follows arrives
+            return
         if event["seq"] <= self.seen.get(event["answer"], 0):
             return  # already contained in the snapshot this socket got
         await self.send(text_data=self.frame_html(event))
+
+    async def chat_snapshot(self, event: dict[str, Any]) -> None:
+        """Another worker's answer so far (asked for on connect), then the frames held since."""
+        answer_id = event["answer"]
+        held = self.pending.pop(answer_id, None)
+        if held is None:
+            return  # the deadline came first
+        self.seen[answer_id] = event["seq"]
+        await self.send(text_data=event["html"] + self.snapshot_chrome(event))
+        for frame in held:
+            await self.chat_frame(frame)
+
+    def snapshot_chrome(self, event: dict[str, Any]) -> str:
+        return ""
+
+    async def catch_up_elsewhere(self, conversation_id: int, local: set[int]) -> None:
+        """Answers another worker generates: ask it for their text so far; hold their frames
+        meanwhile, so nothing is lost or doubled however the two race."""
+        service = get_service()
+        for answer_id in await database_sync_to_async(streaming_answers)(conversation_id, local):
+            self.pending[answer_id] = []
+            await service.request_snapshot(conversation_id, answer_id, self.channel_name)
+            self.timers.append(asyncio.create_task(self._snapshot_deadline(answer_id)))
+
+    async def _snapshot_deadline(self, answer_id: int) -> None:
+        """No snapshot came (the answer ended, or its worker died): show the saved state."""
+        await asyncio.sleep(SNAPSHOT_WAIT)
+        held = self.pending.pop(answer_id, None)
+        if held is None:
+            return
+        view = await database_sync_to_async(saved_answer)(answer_id)
+        if view is not None and view.status != Message.Status.STREAMING:
+            final = fragments.final_frame(view)
+            await self.send(text_data=final.body + self.snapshot_chrome({"chrome": final.chrome}))
+        for frame in held:
+            await self.chat_frame(frame)
 
     def frame_html(self, event: dict[str, Any]) -> str:
         return str(event["html"])
@@ -102,9 +159,16 @@ class ChatConsumer(FrameConsumer):
         await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
         await self.accept()
         await self.catch_up(conversation_id, chrome=True)
+        local = {g.answer_id for g in get_service().snapshots(conversation_id)}
+        await self.catch_up_elsewhere(conversation_id, local)
+
+    def snapshot_chrome(self, event: dict[str, Any]) -> str:
+        return str(event["chrome"])
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
+        for timer in self.timers:
+            timer.cancel()
         if hasattr(self, "conversation_id"):
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name

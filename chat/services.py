@@ -46,6 +46,8 @@ FRAME_EVENT = "chat.frame"
 # Every worker's service listens in this group, for requests about answers it runs.
 WORKERS_GROUP = "streamside-workers"
 STOP_EVENT = "generation.stop"
+SNAPSHOT_REQUEST = "generation.snapshot"
+SNAPSHOT_EVENT = "chat.snapshot"  # the reply, to one socket's channel
 GROUP_REFRESH = 3600.0  # seconds; channels-redis forgets group members after a day
 INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
 
@@ -271,6 +273,17 @@ def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -
             )
 
 
+def streaming_answers(conversation_id: int, exclude: set[int]) -> list[int]:
+    """The conversation's answers marked streaming, other than ``exclude`` (this worker's)."""
+    rows = Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+    return [pk for pk in rows.values_list("pk", flat=True) if pk not in exclude]
+
+
+def saved_answer(answer_id: int) -> fragments.MessageView | None:
+    message = Message.objects.filter(pk=answer_id).first()
+    return fragments.message_view(message, is_latest=True) if message else None
+
+
 def save_final(answer_id: int, fields: Mapping[str, Any]) -> bool:
     """Write the finished answer; False if its conversation was deleted meanwhile."""
     return bool(Message.objects.filter(pk=answer_id).update(**fields))
@@ -474,7 +487,9 @@ class GenerationService:
     async def _listen(self) -> None:
         layer = get_channel_layer()
         assert layer is not None
-        channel = await layer.new_channel("workers.")
+        # The default prefix on purpose: channels-redis reads a process's channels through one
+        # shared receive loop, and a channel of another prefix would hold it for seconds.
+        channel = await layer.new_channel()
         joined = 0.0
         while True:
             if time.monotonic() - joined > GROUP_REFRESH:  # group membership expires
@@ -488,8 +503,42 @@ class GenerationService:
                 logger.exception("listening for other workers' requests failed")
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") == STOP_EVENT:
+            kind = message.get("type")
+            if kind == STOP_EVENT:
                 self._stop_here(int(message["conversation"]), int(message["answer"]))
+            elif kind == SNAPSHOT_REQUEST:
+                await self._send_snapshot(message)
+
+    async def request_snapshot(self, conversation_id: int, answer_id: int, reply_to: str) -> None:
+        """Ask whichever worker generates the answer to send ``reply_to`` its text so far."""
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(
+            WORKERS_GROUP,
+            {
+                "type": SNAPSHOT_REQUEST,
+                "conversation": conversation_id,
+                "answer": answer_id,
+                "reply_to": reply_to,
+            },
+        )
+
+    async def _send_snapshot(self, request: Mapping[str, Any]) -> None:
+        generation = self.running.get(int(request["answer"]))
+        if generation is None or generation.turn.conversation_id != int(request["conversation"]):
+            return  # not ours (or already finished: its final frame went to the group)
+        # No await between reading the view and its seq: the snapshot holds frames 1..seq.
+        frame = fragments.snapshot_frame(generation.live_view())
+        reply = {
+            "type": SNAPSHOT_EVENT,
+            "answer": generation.answer_id,
+            "seq": generation.seq,
+            "html": frame.body,
+            "chrome": frame.chrome,
+        }
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.send(str(request["reply_to"]), reply)
 
     async def drain(self, grace: float) -> None:
         """On a clean shutdown: let the answers in flight finish for up to ``grace`` seconds,

@@ -146,3 +146,43 @@ async def test_stop_from_the_other_worker(workers: tuple[App, App], simulator: S
     finally:
         tab_a.close()
         tab_b.close()
+
+
+async def test_a_socket_joining_mid_answer_on_the_other_worker_misses_nothing(
+    workers: tuple[App, App], simulator: Simulator
+) -> None:
+    """A reload or reconnect that lands on the worker not generating the answer: it gets the
+    text so far from the generating worker, then every later frame once, in order."""
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a:
+            await send(ws_a, "Join late [t-join-b]\n#sim tokens=160 tps=40 ttft=0.05")
+            answer_id, frames, _ = None, [], None
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                frame = Frame(str(await asyncio.wait_for(ws_a.recv(), 5)), time.monotonic())
+                frames.append(frame)
+                if frame.deltas and answer_id is None:
+                    answer_id = frame.deltas[0][0]
+            assert answer_id is not None, [f.html[:300] for f in frames]
+            async with tab_b.socket(conversation) as ws_b:
+                _, late, final = await collect_answer(ws_b, answer_id, timeout=15)
+        snapshot = next(
+            article
+            for f in late
+            for article in f.articles
+            if article.get("id") == f"message-{answer_id}" and "data-seq" in article
+        )
+        start = int(snapshot["data-seq"])
+        assert start > 1  # it joined mid-answer
+        seqs = [seq for f in late for answer, seq, _ in f.deltas if answer == answer_id]
+        assert seqs == list(range(start + 1, start + 1 + len(seqs)))  # no gap, no repeat
+        assert final["data-status"] == "complete"
+        sent = simulator.request_for("[t-join-b]")
+        assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
+    finally:
+        tab_a.close()
+        tab_b.close()
