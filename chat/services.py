@@ -499,7 +499,9 @@ class GenerationService:
                 message = await layer.receive(channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a Redis hiccup must not end the listening for good
+            except Exception as exc:  # a Redis hiccup must not end the listening for good
+                if "Timeout" in type(exc).__name__:
+                    continue  # an idle blocking read that redis-py gave up on: read again
                 logger.exception("listening for other workers' requests failed")
                 await asyncio.sleep(1)
                 continue

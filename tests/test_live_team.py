@@ -186,3 +186,8 @@ async def test_a_socket_joining_mid_answer_on_the_other_worker_misses_nothing(
     finally:
         tab_a.close()
         tab_b.close()
+
+
+def test_the_workers_logged_no_error(workers: tuple[App, App]) -> None:
+    for worker in workers:
+        assert " ERROR " not in worker.log(), worker.log()[-3000:]
