@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import Field
 from django.http import HttpRequest
 
-from .models import Conversation, Message, Provider
+from .models import Conversation, DailyUsage, Message, Provider
 
 
 @admin.register(Provider)
@@ -55,3 +55,19 @@ class ConversationAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("id", "conversation", "role", "status", "model", "created_at")
     list_filter = ("role", "status")
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(admin.ModelAdmin):
+    """Read-only: the relay counts; nobody edits history."""
+
+    list_display = ("day", "user", "requests", "prompt_tokens", "completion_tokens", "total_tokens")
+    list_filter = ("day",)
+    search_fields = ("user__username",)
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

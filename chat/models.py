@@ -241,3 +241,27 @@ class ComparisonResult(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} trial {self.trial} {self.mode}"
+
+
+class DailyUsage(models.Model):
+    """Requests and tokens (as the upstream reported them) per user per day (UTC)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="daily_usage"
+    )
+    day = models.DateField(db_index=True)
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "user_id"]
+        verbose_name_plural = "daily usage"
+        constraints = [models.UniqueConstraint(fields=["user", "day"], name="one_usage_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.day}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import fragments, llm, providers
+from . import fragments, llm, providers, usage
 from .exceptions import ClientError
 from .markdown import BlockSplitter
 from .models import Conversation, Message, conversation_group
@@ -66,6 +66,7 @@ class Turn:
     answer: fragments.MessageView
     upstream: providers.Upstream
     options: dict[str, Any] = field(default_factory=dict)
+    user_id: int | None = None  # whose usage the answer counts toward (None: a session)
     user: fragments.MessageView | None = None
     stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
     new_title: str = ""
@@ -160,6 +161,13 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
         raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
 
 
+def _count_request(conversation: Conversation) -> None:
+    """A user's request counts toward their day (and is refused past its token limit)."""
+    if conversation.user_id is not None:
+        usage.check_allowance(conversation.user_id)
+        usage.count_request(conversation.user_id)
+
+
 def _new_answer(conversation: Conversation, upstream: providers.Upstream) -> Message:
     return Message.objects.create(
         conversation=conversation,
@@ -200,6 +208,7 @@ def create_turn(
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
+        _count_request(conversation)
         # A Retry button on the previous answer goes stale once a new question is asked.
         stale_retry = (
             rows[-1].pk
@@ -222,6 +231,7 @@ def create_turn(
         answer=fragments.message_view(answer, is_latest=True),
         upstream=upstream,
         options=request_options(conversation),
+        user_id=conversation.user_id,
         user=fragments.message_view(user),
         stale_retry=stale_retry,
         new_title=new_title,
@@ -238,6 +248,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         latest = rows[-1] if rows else None
         if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
             raise ClientError("Only the latest answer can be retried.")
+        _count_request(conversation)
         answer = _new_answer(conversation, upstream)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
@@ -249,6 +260,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         answer=fragments.message_view(answer, is_latest=True),
         upstream=upstream,
         options=request_options(conversation),
+        user_id=conversation.user_id,
         stale_retry=latest.pk,
     )
 
@@ -284,9 +296,14 @@ def saved_answer(answer_id: int) -> fragments.MessageView | None:
     return fragments.message_view(message, is_latest=True) if message else None
 
 
-def save_final(answer_id: int, fields: Mapping[str, Any]) -> bool:
-    """Write the finished answer; False if its conversation was deleted meanwhile."""
-    return bool(Message.objects.filter(pk=answer_id).update(**fields))
+def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = None) -> bool:
+    """Write the finished answer and add its tokens to its user's day; False if its
+    conversation was deleted meanwhile."""
+    with transaction.atomic():
+        saved = bool(Message.objects.filter(pk=answer_id).update(**fields))
+        if user_id is not None:
+            usage.add_tokens(user_id, fields.get("prompt_tokens"), fields.get("completion_tokens"))
+    return saved
 
 
 # --- The running generation ------------------------------------------------------------------
@@ -755,7 +772,9 @@ class GenerationService:
                 break
             await asyncio.sleep(self.frame_interval)
         fields = generation.outcome()
-        await database_sync_to_async(save_final)(generation.answer_id, fields)
+        await database_sync_to_async(save_final)(
+            generation.answer_id, fields, generation.turn.user_id
+        )
         final = fragments.MessageView(
             id=generation.answer_id,
             role=Message.Role.ASSISTANT,

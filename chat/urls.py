@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import compare_views, views
+from . import compare_views, usage_views, views
 
 app_name = "chat"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("c/<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
     path("c/<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("c/<int:conversation_id>/export.json", views.export_json, name="export_json"),
+    path("usage/", usage_views.usage_page, name="usage"),
     path("compare/", compare_views.compare, name="compare"),
     path("compare/history/", compare_views.history, name="compare_history"),
     path("compare/<int:run_id>/", compare_views.run_page, name="compare_run"),

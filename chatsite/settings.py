@@ -141,6 +141,8 @@ else:
 CHAT_REQUIRE_LOGIN = env_bool("CHAT_REQUIRE_LOGIN", not DEBUG)
 # Anyone who reaches the site may create an account; otherwise the admin creates users.
 CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", False)
+# Tokens (prompt + completion, as upstreams report them) a user may use per day; 0: no limit.
+CHAT_DAILY_TOKEN_LIMIT = int(os.environ.get("CHAT_DAILY_TOKEN_LIMIT", "0") or 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"

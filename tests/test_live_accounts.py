@@ -4,6 +4,7 @@ only ever reach that user's own conversations."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,6 +62,16 @@ async def test_sockets_need_a_login_and_reach_only_their_owners_chats(team: App)
             await send(ws, "Hello [t-team]\n#sim tokens=8 tps=200 ttft=0.01")
             _, _, final = await collect_answer(ws)
             assert final["data-status"] == "complete"
+        # The relay counted the request and the tokens the upstream reported, for ada.
+        answer = ada.export(conversation)["messages"][-1]
+        with sqlite3.connect(team.db_path) as db:
+            requests, prompt, completion = db.execute(
+                "SELECT requests, prompt_tokens, completion_tokens FROM chat_dailyusage "
+                "JOIN auth_user ON auth_user.id = user_id WHERE username = 'ada'"
+            ).fetchone()
+        assert requests == 1
+        assert (prompt, completion) == (answer["prompt_tokens"], answer["completion_tokens"])
+        assert completion == 8
         for stranger in (bob, anonymous):
             with pytest.raises(websockets.InvalidStatus) as refused:
                 async with stranger.socket(conversation):
