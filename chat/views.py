@@ -20,7 +20,7 @@ from . import providers
 from .fragments import message_view
 from .models import Conversation, Message
 from .owners import Owner
-from .services import is_orphan, peek_service, request_options, settle_orphans
+from .services import get_service, is_orphan, peek_service, request_options, settle_orphans
 from .settings_form import apply_settings
 
 
@@ -81,14 +81,20 @@ def _live_ids(conversation_id: int) -> set[int]:
 
 
 def _stop_live(conversation_id: int) -> None:
-    """Stop this conversation's answers in flight (their upstream requests close)."""
+    """Stop this conversation's answers in flight, on this worker or another (their upstream
+    requests close)."""
+    streaming = list(
+        Message.objects.filter(
+            conversation_id=conversation_id, status=Message.Status.STREAMING
+        ).values_list("pk", flat=True)
+    )
+    if not streaming:
+        return
 
     async def stop() -> None:
-        service = peek_service()
-        if service is None:
-            return
-        for generation in service.snapshots(conversation_id):
-            await service.stop(conversation_id, generation.answer_id)
+        service = get_service()
+        for answer_id in streaming:
+            await service.stop(conversation_id, answer_id)
 
     async_to_sync(stop)()
 

@@ -188,6 +188,32 @@ async def test_a_socket_joining_mid_answer_on_the_other_worker_misses_nothing(
         tab_b.close()
 
 
+async def test_deleting_on_the_other_worker_stops_the_answer(
+    workers: tuple[App, App], simulator: Simulator
+) -> None:
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a:
+            await send(ws_a, "Delete me elsewhere [t-delete-b]\n#sim tokens=600 tps=40 ttft=0.05")
+            while not Frame(str(await asyncio.wait_for(ws_a.recv(), 10)), 0).deltas:
+                pass
+            token = tab_b.http.cookies.get("csrftoken", "")
+            deleted = tab_b.http.post(
+                f"/c/{conversation}/delete/", headers={"X-CSRFToken": token}
+            )  # served by worker b; the answer runs on a
+            assert deleted.status_code == 200
+            await asyncio.sleep(0.5)
+        sent = simulator.request_for("[t-delete-b]")
+        assert sent["outcome"] == "disconnected" and sent["tokens_sent"] < 600
+        assert tab_a.http.get(f"/c/{conversation}/").status_code == 404
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
 def test_the_workers_logged_no_error(workers: tuple[App, App]) -> None:
     for worker in workers:
         assert " ERROR " not in worker.log(), worker.log()[-3000:]
