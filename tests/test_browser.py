@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from .conftest import App, Simulator
+from .conftest import ROOT, App, Simulator, start_app, stop_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -253,4 +256,47 @@ def test_thinking_streams_in_its_own_block_then_folds(
     saved = p.locator('article[data-role="assistant"]').last.locator("details.thinking")
     assert saved.get_attribute("open") is None
     assert saved.locator("summary").inner_text().startswith("Thought for")
+    assert problems == []
+
+
+def test_sign_in_chat_and_sign_out_in_the_browser(
+    browser: Browser, simulator: Simulator, tmp_path: Path, problems: list[str]
+) -> None:
+    """A team deployment: the chat is behind a sign-in page in the app's style (CSP-clean)."""
+    app, process = start_app(
+        tmp_path, {"LLM_API_BASE": simulator.base_url, "CHAT_REQUIRE_LOGIN": "1"}
+    )
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from django.contrib.auth.models import User; "
+             "User.objects.create_user('ada', password='a-long-enough-passphrase-7')"],
+            cwd=ROOT,
+            env={**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{app.db_path}"},
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        p = context.new_page()
+        p.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        p.goto(app.url + "/")
+        assert "/accounts/login/" in p.url
+        p.get_by_label("Username").fill("ada")
+        p.get_by_label("Password").fill("wrong")
+        p.get_by_role("button", name="Sign in").click()
+        p.get_by_role("alert").filter(has_text="correct username and password").wait_for()
+        p.get_by_label("Password").fill("a-long-enough-passphrase-7")
+        p.get_by_role("button", name="Sign in").click()
+        p.get_by_role("button", name="Start a new chat").click()
+        p.wait_for_selector('[data-connected="true"]')
+        assert "Signed in as ada" in p.locator(".sidebar__user").inner_text()
+        box = p.get_by_role("textbox", name="Message")
+        box.fill("Hello team [t-browser-login]\n#sim tokens=20 tps=60 ttft=0.1")
+        box.press("Enter")
+        p.wait_for_selector('article[data-role="assistant"][data-status="complete"]')
+        p.get_by_role("button", name="Sign out").click()
+        p.wait_for_url("**/accounts/login/")
+        context.close()
+    finally:
+        stop_process(process)
     assert problems == []
