@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,14 +28,14 @@ ORPHAN_AFTER_S = 3.0
 
 
 async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupted(
-    simulator: Simulator, tmp_path: object
+    simulator: Simulator, tmp_path: Path
 ) -> None:
     env = {
         "LLM_API_BASE": simulator.base_url,
         "STREAM_SAVE_INTERVAL_MS": "1000",  # the default: the promise is "at most a second"
         "STREAM_ORPHAN_AFTER_MS": str(int(ORPHAN_AFTER_S * 1000)),
     }
-    first, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    first, process = start_app(tmp_path, env)
     visitor = Visitor(first)
     frames: list[Frame] = []
     try:
@@ -61,7 +63,7 @@ async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupte
     older = streamed_text([f for f in frames if f.at < killed_at - 1.2], answer_id)
     assert len(shown) > 100
 
-    second, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    second, process = start_app(tmp_path, env)
     try:
         client = httpx.Client(base_url=second.url, cookies=visitor.http.cookies, timeout=10)
         time.sleep(ORPHAN_AFTER_S + 0.5)
@@ -82,6 +84,18 @@ async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupte
     assert upstream["outcome"] == "disconnected"  # the dead worker's request ended with it
 
 
+def last_message_after_restart(
+    tmp_path: Path, env: dict[str, str], visitor: Visitor, conversation: int
+) -> dict[str, Any]:
+    """Start a new worker on the same database and read the conversation's last message."""
+    app, process = start_app(tmp_path, env)
+    try:
+        with httpx.Client(base_url=app.url, cookies=visitor.http.cookies, timeout=10) as client:
+            return dict(client.get(f"/c/{conversation}/export.json").json()["messages"][-1])
+    finally:
+        stop_process(process)
+
+
 async def first_frames(visitor: Visitor, conversation: int, prompt: str) -> None:
     """Send, and return once the answer is streaming."""
     async with visitor.socket(conversation) as ws:
@@ -93,10 +107,10 @@ async def first_frames(visitor: Visitor, conversation: int, prompt: str) -> None
 
 
 async def test_sigterm_lets_an_answer_in_flight_finish(
-    simulator: Simulator, tmp_path: object
+    simulator: Simulator, tmp_path: Path
 ) -> None:
     env = {"LLM_API_BASE": simulator.base_url}
-    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    app, process = start_app(tmp_path, env)
     visitor = Visitor(app)
     try:
         conversation = visitor.new_conversation()
@@ -106,22 +120,16 @@ async def test_sigterm_lets_an_answer_in_flight_finish(
     finally:
         visitor.close()
         stop_process(process)
-    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
-    try:
-        client = httpx.Client(base_url=app.url, cookies=visitor.http.cookies, timeout=10)
-        saved = client.get(f"/c/{conversation}/export.json").json()["messages"][-1]
-        client.close()
-    finally:
-        stop_process(process)
+    saved = last_message_after_restart(tmp_path, env, visitor, conversation)
     assert saved["status"] == "complete"
     assert saved["content"] == simulator.request_for("[t-sigterm]")["text"]
 
 
 async def test_sigterm_saves_what_cannot_finish_within_the_grace(
-    simulator: Simulator, tmp_path: object
+    simulator: Simulator, tmp_path: Path
 ) -> None:
     env = {"LLM_API_BASE": simulator.base_url, "STREAM_SHUTDOWN_GRACE_MS": "1000"}
-    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
+    app, process = start_app(tmp_path, env)
     visitor = Visitor(app)
     try:
         conversation = visitor.new_conversation()
@@ -133,13 +141,7 @@ async def test_sigterm_saves_what_cannot_finish_within_the_grace(
     finally:
         visitor.close()
         stop_process(process)
-    app, process = start_app(tmp_path, env)  # type: ignore[arg-type]
-    try:
-        client = httpx.Client(base_url=app.url, cookies=visitor.http.cookies, timeout=10)
-        saved = client.get(f"/c/{conversation}/export.json").json()["messages"][-1]
-        client.close()
-    finally:
-        stop_process(process)
+    saved = last_message_after_restart(tmp_path, env, visitor, conversation)
     sent = simulator.request_for("[t-sigterm-grace]")
     assert saved["status"] == "error"
     assert saved["error_message"] == "The server stopped before this answer finished."
