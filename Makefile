@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run install migrate test lint bench simulator clean local-model local-model-install \
+.PHONY: run install migrate test lint bench bench-workers simulator clean local-model local-model-install \
 	local-model-stop local-model-bench
 
 ## install: the virtualenv from requirements.txt and the npm packages from package-lock.json
@@ -42,6 +42,10 @@ lint: install
 ## bench: relay latency, throughput, bytes per answer byte and memory (not part of the tests)
 bench: install
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+## bench-workers: the same streams on one worker and on two (Redis layer): latency, tok/s, scaling
+bench-workers: install
+	$(BIN)/python -m bench.workers $(BENCH_ARGS)
 
 ## simulator: the upstream simulator alone, on SIM_PORT (default 8001)
 simulator: install

@@ -125,8 +125,16 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # Pub/sub, not the list-based RedisChannelLayer: measured with bench.workers, the
+            # latter fell behind at 60 streams (one BZPOPMIN round trip per frame, queues over
+            # capacity, 5 s latency) where pub/sub relays 200. Both are at-most-once; frames
+            # are numbered and a socket joining mid-answer is sent a snapshot.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                # redis-py 8 times reads out after 5 s by default, which breaks blocking
+                # layer reads (django/channels_redis#422): leave room.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            },
         }
     }
 else:
