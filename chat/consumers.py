@@ -238,8 +238,11 @@ class CompareConsumer(FrameConsumer):
         self.groups_joined += [conversation_group(pk) for pk in sides]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
+        service = get_service()
         for conversation_id in sides:
             await self.catch_up(conversation_id, chrome=False)
+            local = {g.answer_id for g in service.snapshots(conversation_id)}
+            await self.catch_up_elsewhere(conversation_id, local)
 
     async def handle(self, content: dict[str, Any]) -> None:
         action = content.get("action")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from tests.conftest import (
     stop_process,
     streamed_text,
 )
+from tests.test_live_compare import TRIAL, compare_socket
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -209,6 +211,46 @@ async def test_deleting_on_the_other_worker_stops_the_answer(
         sent = simulator.request_for("[t-delete-b]")
         assert sent["outcome"] == "disconnected" and sent["tokens_sent"] < 600
         assert tab_a.http.get(f"/c/{conversation}/").status_code == 404
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
+async def test_a_comparison_followed_on_the_other_worker_misses_nothing(
+    workers: tuple[App, App], simulator: Simulator
+) -> None:
+    """A comparison's permalink opened on the worker not running it, mid-run."""
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        tab_a.http.get("/compare/")
+        async with compare_socket(tab_a) as ws_a:
+            prompt = "Race elsewhere [t-cmp-b]\n#sim tokens=120 tps=40 ttft=0.05"
+            await ws_a.send(
+                json.dumps({"action": "run", "prompt": prompt, "model": "qwen-plus", "trials": 1})
+            )
+            trial: dict[str, str] = {}
+            answer_seen = False
+            while not answer_seen:
+                raw = str(await asyncio.wait_for(ws_a.recv(), 10))
+                for tag in TRIAL.findall(raw):
+                    trial = dict(re.findall(r'data-([\w-]+)="([^"]*)"', tag))
+                answer_seen = bool(trial) and Frame(raw, 0).deltas != []
+            on_answer = int(trial["stream-answer"])
+            await asyncio.sleep(0.5)
+            async with compare_socket(tab_b, int(trial["run"])) as ws_b:
+                _, late, final = await collect_answer(ws_b, on_answer, timeout=15)
+        snapshot = next(
+            article
+            for f in late
+            for article in f.articles
+            if article.get("id") == f"message-{on_answer}" and "data-seq" in article
+        )
+        start = int(snapshot["data-seq"])
+        seqs = [seq for f in late for answer, seq, _ in f.deltas if answer == on_answer]
+        assert start > 1 and seqs == list(range(start + 1, start + 1 + len(seqs)))
+        assert final["data-status"] == "complete"
     finally:
         tab_a.close()
         tab_b.close()
