@@ -39,6 +39,7 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
 
     owner: Owner
     seen: dict[int, int]  # answer id -> last frame seq already sent (by a snapshot)
+    shows_chrome = False  # the chat page's Send/Stop button, title and alerts
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,14 +98,14 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         if held is None:
             return  # the deadline came first
         self.seen[answer_id] = event["seq"]
-        await self.send(text_data=event["html"] + self.snapshot_chrome(event))
+        await self.send(text_data=self._with_chrome(event["html"], event["chrome"]))
         for frame in held:
             await self.chat_frame(frame)
 
-    def snapshot_chrome(self, event: dict[str, Any]) -> str:
-        return ""
+    def _with_chrome(self, body: str, chrome: str) -> str:
+        return body + chrome if self.shows_chrome else body
 
-    async def catch_up_elsewhere(self, conversation_id: int, local: set[int]) -> None:
+    async def _catch_up_elsewhere(self, conversation_id: int, local: set[int]) -> None:
         """Answers another worker generates: ask it for their text so far; hold their frames
         meanwhile, so nothing is lost or doubled however the two race."""
         service = get_service()
@@ -122,28 +123,33 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         view = await database_sync_to_async(saved_answer)(answer_id)
         if view is not None and view.status != Message.Status.STREAMING:
             final = fragments.final_frame(view)
-            await self.send(text_data=final.body + self.snapshot_chrome({"chrome": final.chrome}))
+            await self.send(text_data=self._with_chrome(final.body, final.chrome))
         for frame in held:
             await self.chat_frame(frame)
 
     def frame_html(self, event: dict[str, Any]) -> str:
         return str(event["html"])
 
-    async def catch_up(self, conversation_id: int, *, chrome: bool) -> None:
-        """Answers already streaming: their text so far, then only later frames.
+    async def catch_up(self, conversation_id: int) -> None:
+        """Answers already streaming, here or on another worker: their text so far, then only
+        later frames.
 
         Called after joining the group, so a frame newer than the snapshot still arrives.
         """
+        local: set[int] = set()
         for generation in get_service().snapshots(conversation_id):
+            local.add(generation.answer_id)
             self.seen[generation.answer_id] = generation.seq
             frame = fragments.snapshot_frame(generation.live_view())
-            await self.send(text_data=frame.body + (frame.chrome if chrome else ""))
+            await self.send(text_data=self._with_chrome(frame.body, frame.chrome))
+        await self._catch_up_elsewhere(conversation_id, local)
 
 
 class ChatConsumer(FrameConsumer):
     """One socket showing one conversation (``/ws/c/<id>/``)."""
 
     conversation_id: int
+    shows_chrome = True
 
     async def connect(self) -> None:
         """On connect: check ownership, join the conversation's group, catch up live answers."""
@@ -158,12 +164,7 @@ class ChatConsumer(FrameConsumer):
         self.owner, self.conversation_id, self.seen = owner, conversation_id, {}
         await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
         await self.accept()
-        await self.catch_up(conversation_id, chrome=True)
-        local = {g.answer_id for g in get_service().snapshots(conversation_id)}
-        await self.catch_up_elsewhere(conversation_id, local)
-
-    def snapshot_chrome(self, event: dict[str, Any]) -> str:
-        return str(event["chrome"])
+        await self.catch_up(conversation_id)
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
@@ -238,11 +239,8 @@ class CompareConsumer(FrameConsumer):
         self.groups_joined += [conversation_group(pk) for pk in sides]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        service = get_service()
         for conversation_id in sides:
-            await self.catch_up(conversation_id, chrome=False)
-            local = {g.answer_id for g in service.snapshots(conversation_id)}
-            await self.catch_up_elsewhere(conversation_id, local)
+            await self.catch_up(conversation_id)
 
     async def handle(self, content: dict[str, Any]) -> None:
         action = content.get("action")

@@ -514,8 +514,6 @@ class GenerationService:
                 joined = time.monotonic()
             try:
                 message = await layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a Redis hiccup must not end the listening for good
                 if "Timeout" in type(exc).__name__:
                     continue  # an idle blocking read that redis-py gave up on: read again

@@ -89,6 +89,21 @@ def workers(
             stop_process(process)
 
 
+def assert_continues_a_snapshot(frames: list[Frame], answer_id: int) -> None:
+    """A socket that joined mid-answer got its text so far (a snapshot at seq S > 1), then
+    frames S+1, S+2, … with no gap and no repeat."""
+    snapshot = next(
+        article
+        for f in frames
+        for article in f.articles
+        if article.get("id") == f"message-{answer_id}" and "data-seq" in article
+    )
+    start = int(snapshot["data-seq"])
+    assert start > 1  # it joined mid-answer
+    seqs = [seq for f in frames for answer, seq, _ in f.deltas if answer == answer_id]
+    assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+
+
 def on(app: App, visitor: Visitor) -> Visitor:
     """The same browser session, talking to another worker (a load balancer's choice)."""
     other = Visitor(app)
@@ -172,16 +187,7 @@ async def test_a_socket_joining_mid_answer_on_the_other_worker_misses_nothing(
             assert answer_id is not None, [f.html[:300] for f in frames]
             async with tab_b.socket(conversation) as ws_b:
                 _, late, final = await collect_answer(ws_b, answer_id, timeout=15)
-        snapshot = next(
-            article
-            for f in late
-            for article in f.articles
-            if article.get("id") == f"message-{answer_id}" and "data-seq" in article
-        )
-        start = int(snapshot["data-seq"])
-        assert start > 1  # it joined mid-answer
-        seqs = [seq for f in late for answer, seq, _ in f.deltas if answer == answer_id]
-        assert seqs == list(range(start + 1, start + 1 + len(seqs)))  # no gap, no repeat
+        assert_continues_a_snapshot(late, answer_id)
         assert final["data-status"] == "complete"
         sent = simulator.request_for("[t-join-b]")
         assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
@@ -241,15 +247,7 @@ async def test_a_comparison_followed_on_the_other_worker_misses_nothing(
             await asyncio.sleep(0.5)
             async with compare_socket(tab_b, int(trial["run"])) as ws_b:
                 _, late, final = await collect_answer(ws_b, on_answer, timeout=15)
-        snapshot = next(
-            article
-            for f in late
-            for article in f.articles
-            if article.get("id") == f"message-{on_answer}" and "data-seq" in article
-        )
-        start = int(snapshot["data-seq"])
-        seqs = [seq for f in late for answer, seq, _ in f.deltas if answer == on_answer]
-        assert start > 1 and seqs == list(range(start + 1, start + 1 + len(seqs)))
+        assert_continues_a_snapshot(late, on_answer)
         assert final["data-status"] == "complete"
     finally:
         tab_a.close()
