@@ -300,3 +300,23 @@ def test_sign_in_chat_and_sign_out_in_the_browser(
     finally:
         stop_process(process)
     assert problems == []
+
+
+def test_an_out_of_range_option_is_reported_and_blocks_nothing_else(
+    page: Page, app: App, problems: list[str]
+) -> None:
+    """The server checks each setting on its own: the browser's own range check must not
+    silently hold back the whole form (htmx validates forms before sending them)."""
+    p = page
+    open_new_chat(p, app)
+    p.get_by_text("Options").click()
+    temperature = p.get_by_label("Temperature")
+    with p.expect_response(lambda r: r.url.endswith("/settings/")):
+        temperature.fill("5")
+        temperature.press("Tab")
+    p.get_by_role("alert").filter(has_text="Temperature must be between 0 and 2.").wait_for()
+    with p.expect_response(lambda r: r.url.endswith("/settings/")):
+        p.get_by_role("combobox", name="Model").select_option("qwen-turbo")
+    p.reload()
+    assert p.get_by_role("combobox", name="Model").input_value() == "qwen-turbo"
+    assert problems == []
