@@ -507,9 +507,9 @@ class GenerationService:
         # The default prefix on purpose: channels-redis reads a process's channels through one
         # shared receive loop, and a channel of another prefix would hold it for seconds.
         channel = await layer.new_channel()
-        joined = 0.0
+        joined: float | None = None  # not 0.0: the monotonic clock starts near 0 at boot
         while True:
-            if time.monotonic() - joined > GROUP_REFRESH:  # group membership expires
+            if joined is None or time.monotonic() - joined > GROUP_REFRESH:  # membership expires
                 await layer.group_add(WORKERS_GROUP, channel)
                 joined = time.monotonic()
             try:
