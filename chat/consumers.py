@@ -8,6 +8,8 @@ never queued behind a long answer and closing the socket does not stop an answer
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -21,30 +23,45 @@ from .owners import Owner
 from .services import (
     FRAME_EVENT,
     SNAPSHOT_EVENT,
+    Generation,
     get_conversation,
     get_service,
     saved_answer,
+    saved_log,
     streaming_answers,
 )
+
+logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
 # How long a socket holds another worker's frames waiting for that worker's snapshot.
 SNAPSHOT_WAIT = 2.0
+# How long an answer shown as streaming may go without a frame before the database is asked
+# whether it ended (its final frame lost) or its worker died. A slow upstream costs one query.
+SILENCE_CHECK = 5.0
 
 
 class FrameConsumer(AsyncJsonWebsocketConsumer):
-    """What both pages' sockets share: JSON in, alerts for bad requests, frames out."""
+    """What both pages' sockets share: JSON in, alerts for bad requests, frames out.
+
+    The channel layer delivers at most once (channels-redis drops to a full channel; frames
+    published while Redis restarts are gone), so the socket checks each answer's frame numbers:
+    a gap is refilled from a snapshot of the answer so far (from the worker generating it) and,
+    when an answer falls silent, the database says whether it ended.
+    """
 
     owner: Owner
-    seen: dict[int, int]  # answer id -> last frame seq already sent (by a snapshot)
+    seen: dict[int, int]  # answer id -> the last frame seq this socket has shown
     shows_chrome = False  # the chat page's Send/Stop button, title and alerts
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending: dict[int, list[dict[str, Any]]] = {}  # answer id -> frames held
+        self.live: dict[int, float] = {}  # answer shown streaming -> when it last had news
         self.timers: list[asyncio.Task[None]] = []
+        self.watcher: asyncio.Task[None] | None = None
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -81,15 +98,55 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         else:
             await super().dispatch(message)
 
+    def stop_watching(self) -> None:
+        for task in [*self.timers, self.watcher]:
+            if task is not None:
+                task.cancel()
+
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A generation's frame, for every socket in the conversation's group."""
-        held = self.pending.get(event["answer"])
+        answer_id, seq = event["answer"], event["seq"]
+        held = self.pending.get(answer_id)
         if held is not None:
             held.append(event)  # until the snapshot it follows arrives
             return
-        if event["seq"] <= self.seen.get(event["answer"], 0):
-            return  # already contained in the snapshot this socket got
+        last = self.seen.get(answer_id, 0)
+        if seq <= last:
+            return  # already contained in a snapshot this socket got
+        if seq > last + 1 and event["kind"] != "final":
+            await self._refill(event, missed_start=last == 0)
+            return
+        if seq > last + 1 and last == 0:
+            await self._send_log(event["conversation"])  # the final frame needs its article
+        self.seen[answer_id] = seq
+        self._note(answer_id, ended=event["kind"] == "final")
         await self.send(text_data=self.frame_html(event))
+
+    async def _refill(self, event: dict[str, Any], *, missed_start: bool) -> None:
+        """Frames went missing: show the answer so far, then only the frames after it."""
+        answer_id, conversation_id = event["answer"], event["conversation"]
+        logger.info("socket %s missed frames of answer %d: refilling", self.channel_name, answer_id)
+        if missed_start:
+            await self._send_log(conversation_id)
+        generation = get_service().running.get(answer_id)
+        if generation is not None:  # generated here: its text so far, right now
+            await self._send_local_snapshot(generation)
+            await self.chat_frame(event)
+        else:
+            await self._ask_snapshot(conversation_id, answer_id, held=[event])
+
+    async def _send_log(self, conversation_id: int) -> None:
+        html = await database_sync_to_async(saved_log)(
+            conversation_id, with_retry=self.shows_chrome
+        )
+        await self.send(text_data=html)
+
+    async def _send_local_snapshot(self, generation: Generation) -> None:
+        # No await between reading the text and its seq: the snapshot holds frames 1..seq.
+        self.seen[generation.answer_id] = generation.seq
+        frame = fragments.snapshot_frame(generation.live_view())
+        self._note(generation.answer_id, ended=False)
+        await self.send(text_data=self._with_chrome(frame.body, frame.chrome))
 
     async def chat_snapshot(self, event: dict[str, Any]) -> None:
         """Another worker's answer so far (asked for on connect), then the frames held since."""
@@ -98,6 +155,7 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         if held is None:
             return  # the deadline came first
         self.seen[answer_id] = event["seq"]
+        self._note(answer_id, ended=False)
         await self.send(text_data=self._with_chrome(event["html"], event["chrome"]))
         for frame in held:
             await self.chat_frame(frame)
@@ -105,27 +163,70 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
     def _with_chrome(self, body: str, chrome: str) -> str:
         return body + chrome if self.shows_chrome else body
 
-    async def _catch_up_elsewhere(self, conversation_id: int, local: set[int]) -> None:
-        """Answers another worker generates: ask it for their text so far; hold their frames
+    async def _ask_snapshot(
+        self, conversation_id: int, answer_id: int, held: list[dict[str, Any]]
+    ) -> None:
+        """An answer another worker generates: ask it for the text so far, holding its frames
         meanwhile, so nothing is lost or doubled however the two race."""
-        service = get_service()
-        for answer_id in await database_sync_to_async(streaming_answers)(conversation_id, local):
-            self.pending[answer_id] = []
-            await service.request_snapshot(conversation_id, answer_id, self.channel_name)
-            self.timers.append(asyncio.create_task(self._snapshot_deadline(answer_id)))
+        self.pending[answer_id] = held
+        try:
+            await get_service().request_snapshot(conversation_id, answer_id, self.channel_name)
+        except Exception as exc:  # the layer is down: the deadline falls back
+            logger.warning("could not ask for a snapshot of answer %d: %s", answer_id, exc)
+        self.timers.append(asyncio.create_task(self._snapshot_deadline(answer_id)))
 
     async def _snapshot_deadline(self, answer_id: int) -> None:
-        """No snapshot came (the answer ended, or its worker died): show the saved state."""
+        """No snapshot came (the answer ended, or its worker died, or the layer is down):
+        show the saved state if it ended, else the frames held; silence is watched after."""
         await asyncio.sleep(SNAPSHOT_WAIT)
         held = self.pending.pop(answer_id, None)
         if held is None:
             return
         view = await database_sync_to_async(saved_answer)(answer_id)
         if view is not None and view.status != Message.Status.STREAMING:
-            final = fragments.final_frame(view)
-            await self.send(text_data=self._with_chrome(final.body, final.chrome))
+            await self._send_final(view)
+            return
+        self._note(answer_id, ended=False)
         for frame in held:
+            self.seen[answer_id] = frame["seq"] - 1  # best effort: the final frame mends all
             await self.chat_frame(frame)
+
+    async def _send_final(self, view: fragments.MessageView) -> None:
+        self.seen[view.id] = 1 << 62  # nothing after the end
+        self._note(view.id, ended=True)
+        final = fragments.final_frame(view)
+        await self.send(text_data=self._with_chrome(final.body, final.chrome))
+
+    def _note(self, answer_id: int, *, ended: bool) -> None:
+        """Keep the time of each shown answer's last news; silence gets a database check."""
+        if ended:
+            self.live.pop(answer_id, None)
+            return
+        self.live[answer_id] = time.monotonic()
+        if self.watcher is None or self.watcher.done():
+            self.watcher = asyncio.create_task(self._watch_silence())
+
+    async def _watch_silence(self) -> None:
+        """An answer with no frame for ``SILENCE_CHECK`` seconds: lost final frame, or a dead
+        worker? The database knows; a live answer merely thinking is left alone."""
+        while self.live:
+            await asyncio.sleep(SILENCE_CHECK / 2)
+            now = time.monotonic()
+            quiet = [
+                answer_id
+                for answer_id, heard in self.live.items()
+                if now - heard >= SILENCE_CHECK and answer_id not in self.pending
+            ]
+            for answer_id in quiet:
+                running = set(get_service().running)
+                view = await database_sync_to_async(saved_answer)(answer_id, running)
+                if view is None:
+                    self.live.pop(answer_id, None)
+                elif view.status != Message.Status.STREAMING:
+                    if answer_id in self.live:  # no final frame arrived meanwhile
+                        await self._send_final(view)
+                elif answer_id in self.live:
+                    self.live[answer_id] = now
 
     def frame_html(self, event: dict[str, Any]) -> str:
         return str(event["html"])
@@ -139,10 +240,9 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         local: set[int] = set()
         for generation in get_service().snapshots(conversation_id):
             local.add(generation.answer_id)
-            self.seen[generation.answer_id] = generation.seq
-            frame = fragments.snapshot_frame(generation.live_view())
-            await self.send(text_data=self._with_chrome(frame.body, frame.chrome))
-        await self._catch_up_elsewhere(conversation_id, local)
+            await self._send_local_snapshot(generation)
+        for answer_id in await database_sync_to_async(streaming_answers)(conversation_id, local):
+            await self._ask_snapshot(conversation_id, answer_id, held=[])
 
 
 class ChatConsumer(FrameConsumer):
@@ -168,8 +268,7 @@ class ChatConsumer(FrameConsumer):
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
-        for timer in self.timers:
-            timer.cancel()
+        self.stop_watching()
         if hasattr(self, "conversation_id"):
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
@@ -227,6 +326,7 @@ class CompareConsumer(FrameConsumer):
             await self._follow(run)
 
     async def disconnect(self, code: int) -> None:
+        self.stop_watching()
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 

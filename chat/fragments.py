@@ -153,6 +153,12 @@ def log_id(conversation_id: int) -> str:
     return f"conversation-{conversation_id}-log"
 
 
+def log_frame(conversation_id: int, views: list[MessageView]) -> str:
+    """Every message of a conversation, replacing what a page shows of it."""
+    articles = "".join(render_message(view) for view in views)
+    return f'<div id="{log_id(conversation_id)}" hx-swap-oob="innerHTML">{articles}</div>'
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """What one event changes: ``body`` on any page showing the messages, ``chrome`` only on

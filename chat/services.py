@@ -291,9 +291,28 @@ def streaming_answers(conversation_id: int, exclude: set[int]) -> list[int]:
     return [pk for pk in rows.values_list("pk", flat=True) if pk not in exclude]
 
 
-def saved_answer(answer_id: int) -> fragments.MessageView | None:
+def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.MessageView | None:
+    """An answer as saved. Given ``live`` (this worker's answers), one a dead worker left
+    "streaming" is settled as interrupted first: a socket whose frames stopped coming shows
+    that, never "streaming" forever."""
     message = Message.objects.filter(pk=answer_id).first()
-    return fragments.message_view(message, is_latest=True) if message else None
+    if message is None:
+        return None
+    streaming = message.status == Message.Status.STREAMING
+    if live is not None and streaming and is_orphan(message, live):
+        _settle([message.pk])
+        message.refresh_from_db()
+    return fragments.message_view(message, is_latest=True)
+
+
+def saved_log(conversation_id: int, *, with_retry: bool) -> str:
+    """The conversation's messages as saved, for a socket that missed an answer's first frame."""
+    rows = list(Message.objects.filter(conversation_id=conversation_id).order_by("pk"))
+    views = [
+        fragments.message_view(row, is_latest=with_retry and index == len(rows) - 1)
+        for index, row in enumerate(rows)
+    ]
+    return fragments.log_frame(conversation_id, views)
 
 
 def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = None) -> bool:
@@ -320,6 +339,7 @@ class Generation:
     pending_text: list[str] = field(default_factory=list)
     pending_reasoning: list[str] = field(default_factory=list)
     seq: int = 0
+    lost_frames: int = 0  # frames the channel layer refused (logged once per answer)
     # How many parts of text/reasoning the published frames hold (what a snapshot may show).
     shown_text: int = 0
     shown_reasoning: int = 0
@@ -481,10 +501,16 @@ class GenerationService:
         # Another worker may run it: every worker hears the request; the one running it stops.
         layer = get_channel_layer()
         assert layer is not None
-        await layer.group_send(
-            WORKERS_GROUP,
-            {"type": STOP_EVENT, "conversation": conversation_id, "answer": answer_id},
-        )
+        try:
+            await layer.group_send(
+                WORKERS_GROUP,
+                {"type": STOP_EVENT, "conversation": conversation_id, "answer": answer_id},
+            )
+        except Exception as exc:  # Redis unreachable: say so, lose nothing
+            logger.warning("could not pass Stop to the other workers: %s", exc)
+            raise ClientError(
+                "Stop could not reach the server running that answer: try again."
+            ) from exc
         return False
 
     def _stop_here(self, conversation_id: int, answer_id: int) -> bool:
@@ -524,7 +550,10 @@ class GenerationService:
             if kind == STOP_EVENT:
                 self._stop_here(int(message["conversation"]), int(message["answer"]))
             elif kind == SNAPSHOT_REQUEST:
-                await self._send_snapshot(message)
+                try:
+                    await self._send_snapshot(message)
+                except Exception:  # the asker falls back to the database
+                    logger.warning("could not send a snapshot of answer %s", message.get("answer"))
 
     async def request_snapshot(self, conversation_id: int, answer_id: int, reply_to: str) -> None:
         """Ask whichever worker generates the answer to send ``reply_to`` its text so far."""
@@ -655,18 +684,32 @@ class GenerationService:
         generation.seq += 1
         layer = get_channel_layer()
         assert layer is not None
-        await layer.group_send(
-            generation.group,
-            {
-                "type": FRAME_EVENT,
-                "kind": kind,
-                "answer": generation.answer_id,
-                "seq": generation.seq,
-                "origin": generation.origin,
-                "html": frame.body,
-                "chrome": frame.chrome,
-            },
-        )
+        try:
+            await layer.group_send(
+                generation.group,
+                {
+                    "type": FRAME_EVENT,
+                    "kind": kind,
+                    "conversation": generation.turn.conversation_id,
+                    "answer": generation.answer_id,
+                    "seq": generation.seq,
+                    "origin": generation.origin,
+                    "html": frame.body,
+                    "chrome": frame.chrome,
+                },
+            )
+        except Exception as exc:  # any layer failure: the answer goes on
+            # The channel layer is only a courier (Redis restarting, say): the answer is still
+            # generated and saved, and sockets see the gap in seq and refill from a snapshot.
+            generation.lost_frames += 1
+            if generation.lost_frames == 1:
+                logger.warning(
+                    "answer %d: the channel layer refused a frame (%s: %s); its sockets "
+                    "will refill from a snapshot or the database",
+                    generation.answer_id,
+                    type(exc).__name__,
+                    exc,
+                )
 
     async def _run(self, generation: Generation) -> None:
         """Wait for the reader however it ends, then let the publisher finish and save."""

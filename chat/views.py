@@ -6,6 +6,8 @@ Django views returning whole pages or, for htmx requests, the template partial t
 
 from __future__ import annotations
 
+import contextlib
+
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages as flash
@@ -17,6 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from . import providers
+from .exceptions import ClientError
 from .fragments import message_view
 from .models import Conversation, Message
 from .owners import Owner
@@ -94,7 +97,9 @@ def _stop_live(conversation_id: int) -> None:
     async def stop() -> None:
         service = get_service()
         for answer_id in streaming:
-            await service.stop(conversation_id, answer_id)
+            # Other workers unreachable: the deleted answer is saved nowhere anyway.
+            with contextlib.suppress(ClientError):
+                await service.stop(conversation_id, answer_id)
 
     async_to_sync(stop)()
 

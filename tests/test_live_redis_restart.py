@@ -1,0 +1,193 @@
+"""Redis restarting under two workers: the channel layer loses what it carried meanwhile, yet
+every answer is generated once, saved exactly, and every socket ends showing it.
+
+The channel layer is only a courier. Frames are numbered per answer: a socket that sees a gap
+asks for the answer so far and continues from there; one whose answer falls silent asks the
+database whether it ended. This module runs its own redis-server on a free port so it can kill
+and restart it; PostgreSQL is the machine's (see test_live_team).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import (
+    App,
+    Frame,
+    Simulator,
+    Visitor,
+    collect_answer,
+    free_port,
+    send,
+    start_app,
+    stop_process,
+    streamed_text,
+    wait_for_port,
+)
+from tests.test_live_team import database, on, unavailable
+
+__all__ = ["database"]  # the fixture, shared with test_live_team
+
+
+class RedisServer:
+    """A private redis-server that keeps nothing on disk, killed and started at will."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, self.process)
+        redis.Redis(port=self.port).ping()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            stop_process(server.process)
+
+
+@pytest.fixture(scope="module")
+def workers(
+    simulator: Simulator,
+    database: str,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[App, App]]:
+    env = {
+        "LLM_API_BASE": simulator.base_url,
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_server.url,
+    }
+    started = []
+    try:
+        for name in ("a", "b"):
+            started.append(start_app(tmp_path_factory.mktemp(f"worker-{name}"), env))
+        yield started[0][0], started[1][0]
+    finally:
+        for _, process in started:
+            stop_process(process)
+
+
+async def first_delta(ws: object) -> int:
+    while True:
+        frame = Frame(str(await asyncio.wait_for(ws.recv(), 10)), time.monotonic())  # type: ignore[attr-defined]
+        if frame.deltas:
+            return frame.deltas[0][0]
+
+
+def assert_refilled(frames: list[Frame], answer_id: int) -> None:
+    """After the gap, the socket got the answer so far (a snapshot at seq S), then S+1, S+2, …
+    with no gap and no repeat: nothing the user reads is lost or doubled."""
+    snapshots = [
+        (index, int(article["data-seq"]))
+        for index, f in enumerate(frames)
+        for article in f.articles
+        if article.get("id") == f"message-{answer_id}" and "data-seq" in article
+    ]
+    assert snapshots, "no refill after the gap"
+    index, start = snapshots[-1]
+    seqs = [seq for f in frames[index + 1 :] for answer, seq, _ in f.deltas if answer == answer_id]
+    assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+
+
+async def test_redis_restarting_mid_answer_loses_nothing(
+    workers: tuple[App, App], simulator: Simulator, redis_server: RedisServer
+) -> None:
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a, tab_b.socket(conversation) as ws_b:
+            await send(
+                ws_a, "Through a restart [t-redis-restart]\n#sim tokens=400 tps=60 ttft=0.05"
+            )
+            answer_id = await first_delta(ws_b)
+            redis_server.kill()
+            await asyncio.sleep(1.0)  # frames published now are lost
+            redis_server.start()
+            _, frames_a, final_a = await collect_answer(ws_a, answer_id, timeout=30)
+            _, frames_b, final_b = await collect_answer(ws_b, answer_id, timeout=30)
+            sent = simulator.request_for("[t-redis-restart]")
+            assert final_a["data-status"] == final_b["data-status"] == "complete"
+            assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
+            assert_refilled(frames_a, answer_id)  # the generating worker's own socket
+            assert_refilled(frames_b, answer_id)  # the other worker's, via a snapshot request
+
+            # After the restart the layer works again: the next answer streams live to both.
+            await send(ws_b, "And after it [t-redis-after]\n#sim tokens=40 tps=80 ttft=0.05")
+            next_id, frames_b, final_b = await collect_answer(ws_b, timeout=15)
+            _, frames_a, final_a = await collect_answer(ws_a, next_id, timeout=15)
+        sent = simulator.request_for("[t-redis-after]")
+        assert streamed_text(frames_a, next_id) == streamed_text(frames_b, next_id) == sent["text"]
+        assert final_a["data-status"] == final_b["data-status"] == "complete"
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
+async def test_an_answer_ending_while_redis_is_down_still_shows_its_end(
+    workers: tuple[App, App], simulator: Simulator, redis_server: RedisServer
+) -> None:
+    """The final frame itself is lost: the silent socket asks the database, which has it."""
+    a, b = workers
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_b.socket(conversation) as ws_b:
+            async with tab_a.socket(conversation) as ws_a:
+                await send(ws_a, "End unseen [t-redis-down-end]\n#sim tokens=60 tps=60 ttft=0.05")
+            answer_id = await first_delta(ws_b)
+            redis_server.kill()
+            try:
+                _, _, final = await collect_answer(ws_b, answer_id, timeout=15)
+            finally:
+                redis_server.start()
+        sent = simulator.request_for("[t-redis-down-end]")
+        assert final["data-status"] == "complete"
+        assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
+def test_only_the_redis_client_complained(workers: tuple[App, App]) -> None:
+    """While Redis was down, channels-redis logged its reconnect attempts; nothing of ours
+    failed (a refused frame is a warning, a refill is information)."""
+    for worker in workers:
+        errors = [line for line in worker.log().splitlines() if " ERROR " in line]
+        assert all("channels_redis" in line for line in errors), errors
