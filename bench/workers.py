@@ -1,5 +1,6 @@
 """``python -m bench.workers`` (``make bench-workers``): the same streams held by one Daphne
-worker and by two behind the Redis channel layer, sharing one database; prints relay-added
+worker and by two behind the Redis channel layer, sharing one database (PostgreSQL, as a team
+deploys it, or SQLite with ``--database sqlite``); prints relay-added
 latency per chunk (as ``bench.relay`` measures it), delivered tokens/s, the workers' CPU and
 the scaling ratio.
 
@@ -12,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import redis
 
 from bench.analysis import LevelSummary, analyse_stream, by_marker, summarise
@@ -55,6 +59,21 @@ def _env(sim_url: str, redis_url: str, database_url: str, static: Path) -> dict[
     }
 
 
+@contextlib.contextmanager
+def _database(kind: str, server: str, tmp: Path) -> Iterator[str]:
+    """A fresh database for one configuration, dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'db.sqlite3'}"
+        return
+    name = f"streamside_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{server}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _split(streams: int, workers: int) -> list[int]:
     """How many sessions each worker gets, round-robin."""
     return [streams // workers + (1 if i < streams % workers else 0) for i in range(workers)]
@@ -86,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tps", type=float, default=40.0)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.streams.split(",") if x.strip()]
     pace = Pace(tps=args.tps, tokens=args.tokens)
@@ -96,31 +117,41 @@ def main(argv: list[str] | None = None) -> int:
         for workers in (1, 2):
             redis.Redis.from_url(args.redis).flushdb()
             tmp = Path(tempfile.mkdtemp(prefix=f"bench-workers-{workers}-"))
-            env = _env(sim.base_url, args.redis, f"sqlite:///{tmp / 'db.sqlite3'}", tmp / "static")
-            subprocess.run(
-                [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-                cwd=ROOT, env={**os.environ, **env}, check=True,
-            )  # fmt: skip
-            started: list[tuple[App, subprocess.Popen[bytes]]] = []
-            try:
-                for i in range(workers):
-                    folder = tmp / f"worker-{i}"
-                    folder.mkdir()
-                    started.append(start_app(folder, env))
-                pids = [process.pid for _, process in started]
-                apps = [app for app, _ in started]
-                asyncio.run(_level(apps, pids, 1, Pace(tps=200, tokens=20), sim))  # warm-up
-                for streams in levels:
-                    row = asyncio.run(_level(apps, pids, streams, pace, sim))
-                    rows.append(row)
-                    print(_line(row), file=sys.stderr)
-            finally:
-                for _, process in started:
-                    stop_process(process)
+            with _database(args.database, args.postgres, tmp) as database_url:
+                env = _env(sim.base_url, args.redis, database_url, tmp / "static")
+                rows += _configuration(workers, env, tmp, levels, pace, sim)
     finally:
         stop_process(sim_process)
-    print(_report(rows, pace, os.cpu_count() or 1))
+    print(_report(rows, pace, os.cpu_count() or 1, args.database))
     return 0
+
+
+def _configuration(
+    workers: int, env: dict[str, str], tmp: Path, levels: list[int], pace: Pace, sim: Simulator
+) -> list[Row]:
+    """Start ``workers`` Daphne processes on one database and run every level against them."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env={**os.environ, **env}, check=True,
+    )  # fmt: skip
+    started: list[tuple[App, subprocess.Popen[bytes]]] = []
+    rows = []
+    try:
+        for i in range(workers):
+            folder = tmp / f"worker-{i}"
+            folder.mkdir()
+            started.append(start_app(folder, env))
+        pids = [process.pid for _, process in started]
+        apps = [app for app, _ in started]
+        asyncio.run(_level(apps, pids, 1, Pace(tps=200, tokens=20), sim))  # warm-up
+        for streams in levels:
+            row = asyncio.run(_level(apps, pids, streams, pace, sim))
+            rows.append(row)
+            print(_line(row), file=sys.stderr)
+    finally:
+        for _, process in started:
+            stop_process(process)
+    return rows
 
 
 def _line(row: Row) -> str:
@@ -132,9 +163,10 @@ def _line(row: Row) -> str:
     )
 
 
-def _report(rows: list[Row], pace: Pace, cores: int) -> str:
+def _report(rows: list[Row], pace: Pace, cores: int, database: str) -> str:
+    name = "PostgreSQL" if database == "postgres" else "SQLite"
     lines = [
-        "Streamside: one worker against two (Redis channel layer, one SQLite database)",
+        f"Streamside: one worker against two (Redis channel layer, one {name} database)",
         f"  streams of {pace.tokens} tokens at {pace.tps:g} tok/s, starts staggered over 1 s; "
         f"{cores} CPU cores shared by the workers, the simulator and this client (unpinned)",
         "",
