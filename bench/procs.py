@@ -204,6 +204,7 @@ def running_servers(
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             # Session-owned conversations (the demo's): the relay is measured, not the login.
             "CHAT_REQUIRE_LOGIN": "0",
+            "CHAT_RATE_LIMIT": "0",  # the load is the point here
             "CHAT_HTTPS": "0",  # plain HTTP on loopback, no TLS proxy in front
             "STATIC_ROOT": str(workdir / "static"),
             **(app_env or {}),

@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import fragments, providers
+from . import fragments, providers, usage
 from .exceptions import ClientError
 from .models import ComparisonResult, ComparisonRun, Conversation, Message
 from .owners import Owner
@@ -92,6 +92,7 @@ def create_run(owner: Owner, prompt: str, model: str, trials: int) -> Comparison
     if trials not in TRIAL_CHOICES:
         raise ClientError("A comparison runs once or 5 times.")
     title = " ".join(prompt.split())[:50]
+    usage.check_rate(owner.user_id, owner.session_key, needed=trials * len(MODES))
     sides = {}
     with transaction.atomic():
         for mode in MODES:

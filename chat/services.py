@@ -161,8 +161,11 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
         raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
 
 
-def _count_request(conversation: Conversation) -> None:
-    """A user's request counts toward their day (and is refused past its token limit)."""
+def _count_request(conversation: Conversation, *, rate_checked: bool = False) -> None:
+    """A request counts toward its user's day (refused past the token limit), and is refused
+    past the per-minute rate limit unless its caller checked that already."""
+    if not rate_checked:
+        usage.check_rate(conversation.user_id, conversation.session_key)
     if conversation.user_id is not None:
         usage.check_allowance(conversation.user_id)
         usage.count_request(conversation.user_id)
@@ -208,7 +211,7 @@ def create_turn(
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
-        _count_request(conversation)
+        _count_request(conversation, rate_checked=standalone)  # comparisons check per run
         # A Retry button on the previous answer goes stale once a new question is asked.
         stale_retry = (
             rows[-1].pk

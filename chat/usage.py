@@ -13,7 +13,9 @@ from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
 from .exceptions import ClientError
-from .models import DailyUsage
+from .models import DailyUsage, Message
+
+RATE_WINDOW = timedelta(minutes=1)
 
 
 def today() -> date:
@@ -38,6 +40,35 @@ def check_allowance(user_id: int) -> None:
             f"You have used today's {limit:,} tokens ({used:,}); "
             "you can ask again after midnight UTC."
         )
+
+
+def check_rate(user_id: int | None, session_key: str, needed: int = 1) -> None:
+    """Refuse requests beyond ``CHAT_RATE_LIMIT`` a minute for one user (or, in the demo, one
+    browser session). Counted from the answers saved in the last minute, so every worker
+    agrees without any other shared state."""
+    limit = settings.CHAT_RATE_LIMIT
+    if not limit:
+        return
+    now = timezone.now()
+    owner = (
+        {"conversation__user_id": user_id}
+        if user_id is not None
+        else {"conversation__user__isnull": True, "conversation__session_key": session_key}
+    )
+    recent = list(
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT, created_at__gt=now - RATE_WINDOW, **owner
+        )
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(recent) + needed <= limit:
+        return
+    # The wait until enough of those leave the window.
+    index = max(0, limit - needed)
+    oldest_in_way = recent[index] if index < len(recent) else now
+    wait = max(1, int((oldest_in_way + RATE_WINDOW - now).total_seconds() + 0.999))
+    raise ClientError(f"Slow down: at most {limit} requests a minute. Try again in {wait} s.")
 
 
 def count_request(user_id: int) -> None:

@@ -56,6 +56,10 @@ SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else ["localhost", "127.0.0.1"]
 )
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    # Any Host header accepted: password-reset links, absolute URLs and the websocket origin
+    # check would all trust whatever a client claims.
+    sys.exit("ALLOWED_HOSTS=* is refused when DEBUG is off: name the hosts (see README, Settings).")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -151,6 +155,8 @@ CHAT_REQUIRE_LOGIN = env_bool("CHAT_REQUIRE_LOGIN", not DEBUG)
 CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", False)
 # Tokens (prompt + completion, as upstreams report them) a user may use per day; 0: no limit.
 CHAT_DAILY_TOKEN_LIMIT = int(os.environ.get("CHAT_DAILY_TOKEN_LIMIT", "0") or 0)
+# Answers one user (or demo session) may request per minute; 0 for no limit.
+CHAT_RATE_LIMIT = int(os.environ.get("CHAT_RATE_LIMIT", "30") or 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"

@@ -56,6 +56,12 @@ def test_production_refuses_to_start_without_a_real_secret_key(key: str) -> None
     assert "SECRET_KEY must be set to a long random value" in result.stderr
 
 
+def test_production_refuses_any_host() -> None:
+    result = manage("check", env=production_env(ALLOWED_HOSTS="chat.example.com,*"))
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS=* is refused when DEBUG is off" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     tmp = tmp_path_factory.mktemp("production")
@@ -107,3 +113,46 @@ def test_static_files_are_hashed_and_cached_forever(production: App) -> None:
     css = get(production, match.group(1))
     assert css.status_code == 200 and ".account" in css.text
     assert "max-age=315360000" in css.headers["cache-control"]
+
+
+def test_a_forged_host_header_is_refused(production: App) -> None:
+    response = httpx.get(
+        f"{production.url}/accounts/login/",
+        headers={"Host": "evil.example", "X-Forwarded-Proto": "https"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "evil.example" not in response.text  # no reflection of what the client claimed
+
+
+def test_session_cookie_is_http_only_lax_and_rotated_on_login(production: App) -> None:
+    """A session id fixed before login (a planted cookie) is not the one after it."""
+    name = "fixation-" + secrets.token_hex(3)
+    password = secrets.token_urlsafe(16)
+    created = manage(
+        "shell", "-c",
+        "from django.contrib.auth.models import User;"
+        f"User.objects.create_user({name!r}, password={password!r})",
+        env={**production_env(), "DATABASE_URL": f"sqlite:///{production.db_path}"},
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    # The cookies are Secure, so this plain-HTTP client (TLS ends at the proxy) sends them by hand.
+    headers = {"Host": "chat.example.com", "X-Forwarded-Proto": "https"}
+    form = httpx.get(f"{production.url}/accounts/login/", headers=headers, timeout=10)
+    token = form.cookies["csrftoken"]
+    planted = "plantedbyanattacker0123456789abc"
+    signed_in = httpx.post(
+        f"{production.url}/accounts/login/",
+        data={"username": name, "password": password, "csrfmiddlewaretoken": token},
+        headers={
+            **headers,
+            "Referer": "https://chat.example.com/accounts/login/",
+            "Cookie": f"csrftoken={token}; sessionid={planted}",
+        },
+        timeout=10,
+    )
+    assert form.status_code == 200 and signed_in.status_code == 302
+    cookie = next(c for c in signed_in.headers.get_list("set-cookie") if c.startswith("sessionid="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
+    session = signed_in.cookies.get("sessionid")
+    assert session and session != planted

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from chat.comparisons import create_run
 from chat.exceptions import ClientError
-from chat.models import Conversation, DailyUsage, Message
+from chat.models import ComparisonRun, Conversation, DailyUsage, Message
 from chat.owners import Owner
 from chat.services import create_retry, create_turn, save_final
 from chat.usage import today
@@ -88,3 +92,45 @@ def test_usage_is_read_only_in_the_admin(admin_client: Client) -> None:
     listing = admin_client.get("/admin/chat/dailyusage/").content.decode()
     assert "ada" in listing
     assert admin_client.get("/admin/chat/dailyusage/add/").status_code == 403
+
+
+def test_the_rate_limit_says_slow_down_and_stores_nothing(settings: Settings) -> None:
+    settings.CHAT_RATE_LIMIT = 3
+    ada = User.objects.create_user("ada")
+    for n in range(3):
+        answer(ada, f"quick {n}", 1, 1)
+    conversation = chat_of(ada)
+    with pytest.raises(ClientError, match=r"Slow down: at most 3 requests a minute\. Try again in"):
+        create_turn(Owner(user_id=ada.pk, session_key=""), conversation.pk, "one more", set())
+    assert not conversation.messages.exists()  # the refused message was not saved
+    assert DailyUsage.objects.get(user=ada).requests == 3
+    # Another user, and a minute later the same one, may ask again.
+    answer(User.objects.create_user("bob"), "bob's first", 1, 1)
+    Message.objects.filter(conversation__user=ada).update(
+        created_at=timezone.now() - timedelta(seconds=61)
+    )
+    answer(ada, "after a minute", 1, 1)
+
+
+def test_the_rate_limit_counts_a_demo_session(settings: Settings) -> None:
+    settings.CHAT_RATE_LIMIT = 1
+    key = "s" * 32
+    owner = Owner(user_id=None, session_key=key)
+    first = Conversation.objects.create(session_key=key, model="qwen-plus")
+    create_turn(owner, first.pk, "a", set())
+    second = Conversation.objects.create(session_key=key, model="qwen-plus")
+    with pytest.raises(ClientError, match="Slow down"):
+        create_turn(owner, second.pk, "b", set())
+    other = Conversation.objects.create(session_key="t" * 32, model="qwen-plus")
+    create_turn(Owner(user_id=None, session_key="t" * 32), other.pk, "c", set())  # its own
+
+
+def test_a_comparison_needs_room_for_all_its_requests(settings: Settings) -> None:
+    settings.CHAT_RATE_LIMIT = 10
+    ada = User.objects.create_user("ada")
+    owner = Owner(user_id=ada.pk, session_key="")
+    answer(ada, "one", 1, 1)
+    with pytest.raises(ClientError, match="Slow down: at most 10 requests a minute"):
+        create_run(owner, "five times each way", "qwen-plus", 5)  # 10 more would be 11
+    assert not ComparisonRun.objects.exists()
+    create_run(owner, "once each way", "qwen-plus", 1)  # 2 more fit
