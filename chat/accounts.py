@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
@@ -14,6 +16,19 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
+
+from .models import session_group
+
+SESSION_ENDED = "session.ended"
+
+
+def close_sockets_on_logout(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
+    """Signing out closes the sockets that session opened, on every worker: a shared or
+    public computer keeps no live view of the chats after "Sign out"."""
+    key = request.session.session_key
+    layer = get_channel_layer()
+    if key and layer is not None:
+        async_to_sync(layer.group_send)(session_group(key), {"type": SESSION_ENDED})
 
 
 @login_not_required

@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from . import comparisons, fragments
 from .compare_views import render_figures, render_run
 from .exceptions import ClientError
-from .models import ComparisonRun, Message, conversation_group
+from .models import ComparisonRun, Message, conversation_group, session_group
 from .owners import Owner
 from .services import (
     FRAME_EVENT,
@@ -34,6 +34,7 @@ from .services import (
 logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
+CLOSE_SIGNED_OUT = 4401
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
 # How long a socket holds another worker's frames waiting for that worker's snapshot.
@@ -97,6 +98,23 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
             await self.chat_snapshot(message)
         else:
             await super().dispatch(message)
+
+    async def join_session_group(self) -> None:
+        """A signed-in socket listens for its session's end (see ``accounts``)."""
+        session = self.scope.get("session")
+        user = self.scope.get("user")
+        if session is not None and session.session_key and user and user.is_authenticated:
+            self.session_group = session_group(session.session_key)
+            await self.channel_layer.group_add(self.session_group, self.channel_name)
+
+    async def leave_session_group(self) -> None:
+        if getattr(self, "session_group", None):
+            await self.channel_layer.group_discard(self.session_group, self.channel_name)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        """Signed out (in this tab or another): say so and close; the page cannot reconnect."""
+        await self.send(text_data=fragments.alert_frame("You have signed out."))
+        await self.close(code=CLOSE_SIGNED_OUT)
 
     def stop_watching(self) -> None:
         for task in [*self.timers, self.watcher]:
@@ -263,12 +281,14 @@ class ChatConsumer(FrameConsumer):
             return
         self.owner, self.conversation_id, self.seen = owner, conversation_id, {}
         await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+        await self.join_session_group()
         await self.accept()
         await self.catch_up(conversation_id)
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
         self.stop_watching()
+        await self.leave_session_group()
         if hasattr(self, "conversation_id"):
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
@@ -321,12 +341,14 @@ class CompareConsumer(FrameConsumer):
             if run is None:
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
+        await self.join_session_group()
         await self.accept()
         if run is not None:
             await self._follow(run)
 
     async def disconnect(self, code: int) -> None:
         self.stop_watching()
+        await self.leave_session_group()
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -12,6 +14,11 @@ env_var_name = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_]*$",
     "Give the NAME of an environment variable (letters, digits and _), never the key itself.",
 )
+
+
+def session_group(session_key: str) -> str:
+    """The group of every socket a login session opened: signing out closes them all."""
+    return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:32]
 
 
 def conversation_group(conversation_id: int) -> str:

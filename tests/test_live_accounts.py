@@ -3,6 +3,7 @@ only ever reach that user's own conversations."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -90,3 +91,26 @@ async def test_the_comparison_socket_needs_a_login(team: App) -> None:
         async with websockets.connect(f"ws://127.0.0.1:{team.port}/ws/compare/", origin=team.url):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_signing_out_closes_that_sessions_sockets(team: App) -> None:
+    ada, bob = signed_in(team, "ada"), signed_in(team, "bob")
+    try:
+        mine, theirs = ada.new_conversation(), bob.new_conversation()
+        async with ada.socket(mine) as ws, bob.socket(theirs) as other:
+            signed_out = ada.post("/accounts/logout/")
+            assert "/accounts/login/" in str(signed_out.url)
+            alert = str(await asyncio.wait_for(ws.recv(), 5))
+            assert "You have signed out." in alert
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            await send(other, "Still here [t-bob-stays]\n#sim tokens=4 tps=200 ttft=0.01")
+            _, _, final = await collect_answer(other)  # bob's session is untouched
+            assert final["data-status"] == "complete"
+        with pytest.raises(websockets.InvalidStatus):  # and the old cookie opens nothing
+            async with ada.socket(mine):
+                pass
+    finally:
+        ada.close()
+        bob.close()
