@@ -16,7 +16,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from .markdown import render_markdown
-from .models import Message
+from .models import Message, answer_outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,10 @@ class MessageView:
     buffered: bool = False  # stream off, but the model only streams: the server buffered it
     provider_name: str = ""
     thinking_s: float | None = None  # while streaming: seconds the model has been thinking
+
+    @property
+    def outcome(self) -> str:
+        return answer_outcome(self.status, self.error_kind, bool(self.content or self.reasoning))
 
     @property
     def html(self) -> str:

@@ -16,6 +16,19 @@ env_var_name = RegexValidator(
 )
 
 
+def answer_outcome(status: str, error_kind: str, has_text: bool) -> str:
+    """How an answer ended, in one word: ``complete``, ``stopped`` (by the user),
+    ``incomplete`` (the stream broke after it began), ``failed`` (no answer began),
+    ``interrupted`` (the worker stopped or died); ``streaming`` until then."""
+    if status != "error":
+        return status
+    if error_kind == "interrupted":
+        return "interrupted"
+    if error_kind == "incomplete" or has_text:
+        return "incomplete"
+    return "failed"
+
+
 def session_group(session_key: str) -> str:
     """The group of every socket a login session opened: signing out closes them all."""
     return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:32]
@@ -189,6 +202,10 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+    @property
+    def outcome(self) -> str:
+        return answer_outcome(self.status, self.error_kind, bool(self.content or self.reasoning))
 
 
 class ComparisonRun(models.Model):

@@ -52,6 +52,13 @@ GROUP_REFRESH = 3600.0  # seconds; channels-redis forgets group members after a 
 INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
 
 
+class ServerStopped(llm.UpstreamInterrupted):
+    """This worker shut down mid-answer (SIGTERM past the grace): not the upstream's fault."""
+
+    kind = "interrupted"
+    default_message = "The server stopped before this answer finished. Retry to ask again."
+
+
 # --- Database work (sync; async callers go through database_sync_to_async) ------------------
 
 
@@ -728,9 +735,7 @@ class GenerationService:
             generation.finished_at = time.perf_counter()
             if reader.cancelled():
                 if not generation.stop_requested:
-                    generation.error = llm.UpstreamInterrupted(
-                        "The server stopped before this answer finished."
-                    )
+                    generation.error = ServerStopped()
             elif (exc := reader.exception()) is not None:
                 # A bug must not leave the answer "streaming" forever.
                 logger.error("generation %s failed", generation.answer_id, exc_info=exc)

@@ -21,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 from . import providers
 from .exceptions import ClientError
 from .fragments import message_view
-from .models import Conversation, Message
+from .models import Conversation, Message, answer_outcome
 from .owners import Owner
 from .services import get_service, is_orphan, peek_service, request_options, settle_orphans
 from .settings_form import apply_settings
@@ -199,7 +199,17 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
             "options": request_options(conversation),
             "system_prompt": conversation.system_prompt,
             "stream": conversation.stream,
-            "messages": list(conversation.messages.values(*fields)),
+            "messages": [
+                {
+                    **row,
+                    "outcome": answer_outcome(
+                        row["status"], row["error_kind"], bool(row["content"] or row["reasoning"])
+                    ),
+                }
+                if row["role"] == Message.Role.ASSISTANT
+                else row
+                for row in conversation.messages.values(*fields)
+            ],
         },
         json_dumps_params={"ensure_ascii": False},
     )

@@ -118,7 +118,7 @@ async def test_stop_closes_the_upstream_request_and_keeps_the_partial_text(
         stop_at = time.time()
         await ws.send(json.dumps({"action": "stop", "answer": str(answer_id)}))
         _, frames, final = await collect_answer(ws, answer_id)
-    assert final["data-status"] == "stopped"
+    assert final["data-status"] == final["data-outcome"] == "stopped"
     sim = simulator.request_for("[t-stop]")
     assert sim["outcome"] == "disconnected"
     assert sim["disconnected_at"] - stop_at < 0.2  # the upstream saw the request end at once
@@ -245,6 +245,9 @@ async def test_upstream_faults_show_a_clear_message_and_lose_nothing(
     assert export["messages"][0]["content"] == prompt  # the user's message is kept
     saved = answer_row(export, answer_id)
     assert saved["status"] == "error" and saved["error_kind"] == kind
+    # The stream broke after it began (incomplete), or no answer began at all (failed).
+    outcome = "incomplete" if "fault_after" in directive else "failed"
+    assert final["data-outcome"] == saved["outcome"] == outcome
     sim = simulator.request_for(marker)
     # Whatever partial text arrived is kept, exactly.
     assert saved["content"] == sim["text"]

@@ -73,7 +73,8 @@ async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupte
         assert "The server restarted before this answer finished." in page
         assert f'id="retry-{answer_id}"' in page
         saved = answer_row(client.get(f"/c/{conversation}/export.json").json(), answer_id)
-        assert saved["error_kind"] == "interrupted"
+        assert saved["error_kind"] == "interrupted" and saved["outcome"] == "interrupted"
+        assert 'data-outcome="interrupted"' in article.group(0)
         # Everything saved was shown, and all but the last second of what was shown is saved.
         assert shown.startswith(saved["content"])
         assert len(saved["content"]) >= len(older) > 0
@@ -121,7 +122,7 @@ async def test_sigterm_lets_an_answer_in_flight_finish(
         visitor.close()
         stop_process(process)
     saved = last_message_after_restart(tmp_path, env, visitor, conversation)
-    assert saved["status"] == "complete"
+    assert saved["status"] == saved["outcome"] == "complete"
     assert saved["content"] == simulator.request_for("[t-sigterm]")["text"]
 
 
@@ -143,7 +144,7 @@ async def test_sigterm_saves_what_cannot_finish_within_the_grace(
         stop_process(process)
     saved = last_message_after_restart(tmp_path, env, visitor, conversation)
     sent = simulator.request_for("[t-sigterm-grace]")
-    assert saved["status"] == "error"
-    assert saved["error_message"] == "The server stopped before this answer finished."
+    assert saved["status"] == "error" and saved["outcome"] == "interrupted"
+    assert saved["error_message"].startswith("The server stopped before this answer finished.")
     assert saved["content"] and sent["text"].startswith(saved["content"])
     assert sent["outcome"] == "disconnected"
