@@ -231,16 +231,26 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+_HTTP_LOG_LEVEL = os.environ.get("LOG_HTTP_LEVEL", "WARNING")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Secrets from the environment are blanked out of every record, whoever logs them.
+    "filters": {"secrets": {"()": "chat.logsafety.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
-        # httpx logs every request line at INFO; keep it quiet (and never log headers).
-        "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
+        # The HTTP clients log every request line at INFO; quiet unless asked (LOG_HTTP_LEVEL).
+        "httpx": {"level": _HTTP_LOG_LEVEL},
+        "httpcore": {"level": _HTTP_LOG_LEVEL},
+        "aiohttp": {"level": _HTTP_LOG_LEVEL},
     },
 }
 
@@ -280,6 +290,12 @@ LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0)
 # Idle time allowed between two bytes of an answer (not a total deadline).
 LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 300.0)
 LLM_MAX_CONNECTIONS = int(os.environ.get("LLM_MAX_CONNECTIONS", "1000"))
+# One answer's overall deadline, retries included; keep-alive comments do not extend it. 0: none.
+LLM_TOTAL_TIMEOUT = env_float("LLM_TOTAL_TIMEOUT", 600.0)
+# Times a 429, a 5xx or a refused connection is asked again, only before the first token.
+LLM_RETRIES = int(os.environ.get("LLM_RETRIES", "2") or 0)
+# A Retry-After longer than this is not waited for: the user is told when to retry at once.
+LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 20.0)
 
 # --- Relay ------------------------------------------------------------------------------------
 # At most one websocket frame per answer per this many seconds (the first token never waits).
