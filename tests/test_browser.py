@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from .answer_text import SAMPLE, normalized
 from .conftest import ROOT, App, Simulator, start_app, stop_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -319,4 +320,40 @@ def test_an_out_of_range_option_is_reported_and_blocks_nothing_else(
         p.get_by_role("combobox", name="Model").select_option("qwen-turbo")
     p.reload()
     assert p.get_by_role("combobox", name="Model").input_value() == "qwen-turbo"
+    assert problems == []
+
+
+def test_a_reload_mid_answer_shows_the_prompt_and_the_answer_so_far_once(
+    page: Page, app: App, simulator: Simulator, problems: list[str]
+) -> None:
+    p = page
+    open_new_chat(p, app)
+    box = p.get_by_role("textbox", name="Message")
+    box.fill("Reload me [t-browser-reload]\n#sim tokens=200 tps=40 ttft=0.1")
+    box.press("Enter")
+    answer = p.locator('article[data-role="assistant"][data-status="streaming"]')
+    answer.wait_for()
+    answer_id = int(str(answer.get_attribute("id")).removeprefix("message-"))
+    p.wait_for_function(
+        "(id) => document.getElementById(`answer-${id}-text`).textContent.length > 80",
+        arg=answer_id,
+    )
+    before = p.evaluate(SAMPLE, answer_id)
+    p.reload()
+    p.wait_for_selector('[data-connected="true"]')
+    after = p.evaluate(SAMPLE, answer_id)
+    # Once each: the question, and the answer with at least what was shown before the reload.
+    assert p.locator('article[data-role="user"]').filter(has_text="Reload me").count() == 1
+    assert p.locator(f"#message-{answer_id}").count() == 1
+    assert after["status"] == "streaming"
+    assert len(normalized(after["shown"])) >= len(normalized(before["shown"]))
+    samples = [after]
+    deadline = time.monotonic() + 30
+    while not samples[-1]["final"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        samples.append(p.evaluate(SAMPLE, answer_id))
+    text = simulator.request_for("[t-browser-reload]")["text"]
+    for sample in samples[:-1]:
+        assert normalized(text).startswith(normalized(sample["shown"]))
+    assert normalized(samples[-1]["final"]) == normalized(text)
     assert problems == []

@@ -9,7 +9,6 @@ ends identical to it.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
+from tests.answer_text import SAMPLE, normalized
 from tests.conftest import App, Simulator
 from tests.proxy import RoundRobinProxy
 from tests.test_browser import browser
@@ -24,25 +24,6 @@ from tests.test_live_team import database, redis_url, workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 __all__ = ["browser", "database", "redis_url", "workers"]  # fixtures shared with those modules
-
-# What markdown rendering adds or removes, and whitespace: the rest must match exactly.
-MARKUP = re.compile(r"```\w*|[\s#*`|:>\-]")
-
-SAMPLE = """(id) => {
-  const part = (name) => (document.getElementById(`answer-${id}-${name}`) || {}).textContent || "";
-  const article = document.getElementById(`message-${id}`);
-  return {
-    status: article ? article.dataset.status : "",
-    connected: document.querySelector("[data-connected]").dataset.connected,
-    shown: part("md") + part("text"),
-    final: article && article.dataset.status !== "streaming"
-      ? article.querySelector(".markdown").textContent : "",
-  };
-}"""
-
-
-def normalized(text: str) -> str:
-    return MARKUP.sub("", text)
 
 
 @pytest.fixture(scope="module")

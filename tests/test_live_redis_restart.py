@@ -10,14 +10,10 @@ and restart it; PostgreSQL is the machine's (see test_live_team).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from tests.conftest import (
     App,
@@ -25,58 +21,15 @@ from tests.conftest import (
     Simulator,
     Visitor,
     collect_answer,
-    free_port,
     send,
     start_app,
     stop_process,
     streamed_text,
-    wait_for_port,
 )
-from tests.test_live_team import database, on, unavailable
+from tests.redis_server import RedisServer, redis_server
+from tests.test_live_team import database, on
 
-__all__ = ["database"]  # the fixture, shared with test_live_team
-
-
-class RedisServer:
-    """A private redis-server that keeps nothing on disk, killed and started at will."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_for_port(self.port, self.process)
-        redis.Redis(port=self.port).ping()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            stop_process(server.process)
+__all__ = ["database", "redis_server"]  # fixtures shared with other modules
 
 
 @pytest.fixture(scope="module")
