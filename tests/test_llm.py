@@ -543,7 +543,8 @@ async def test_http_error_statuses(
 ) -> None:
     http, sent, _ = replay([body], status=status, headers=headers)
     closing.append(http)
-    events = await collect(ChatClient(http, BASE, KEY), stream=stream)
+    # One response's mapping; asking again after a 429 or 5xx is tested in test_llm_retries.
+    events = await collect(ChatClient(http, BASE, KEY, retries=0), stream=stream)
     assert len(events) == 1
     error = failure(events)
     assert type(error) is error_type
@@ -600,7 +601,8 @@ async def test_connect_refused_is_unavailable(closing: list[httpx.AsyncClient]) 
     port = closed_port()
     http = make_http_client(connect_timeout=2.0, read_timeout=2.0)
     closing.append(http)
-    error = failure(await collect(ChatClient(http, f"http://127.0.0.1:{port}/v1", KEY)))
+    client = ChatClient(http, f"http://127.0.0.1:{port}/v1", KEY, retries=0)
+    error = failure(await collect(client))
     assert isinstance(error, UpstreamUnavailable)
     assert error.kind == "unavailable"
     assert error.message == f"Could not reach the model server (127.0.0.1:{port}). Is it running?"
@@ -717,7 +719,8 @@ async def test_request_without_stream_options_or_key(
 
     http = mock_http(handler)
     closing.append(http)
-    await collect(ChatClient(http, BASE, None, include_usage=include_usage), stream=stream)
+    client = ChatClient(http, BASE, None, include_usage=include_usage, retries=0)
+    await collect(client, stream=stream)
     (request,) = seen
     assert "authorization" not in request.headers
     body = json.loads(request.content)
@@ -847,7 +850,7 @@ async def test_api_key_never_in_errors_or_logs(
     for status, headers, body in cases:
         http, _, _ = replay([body], status=status, headers=headers)
         closing.append(http)
-        client = ChatClient(http, BASE, KEY)
+        client = ChatClient(http, BASE, KEY, retry_backoff=0.01)  # retries are logged too
         assert KEY not in repr(client)
         error = failure(await collect(client))
         for rendering in (error.message, str(error), repr(error), repr(Failed(error))):
@@ -855,7 +858,8 @@ async def test_api_key_never_in_errors_or_logs(
     port = closed_port()
     http = make_http_client(connect_timeout=2.0)
     closing.append(http)
-    error = failure(await collect(ChatClient(http, f"http://127.0.0.1:{port}/v1", KEY)))
+    client = ChatClient(http, f"http://127.0.0.1:{port}/v1", KEY, retry_backoff=0.01)
+    error = failure(await collect(client))
     assert KEY not in repr(error)
     assert KEY not in caplog.text
 

@@ -10,11 +10,14 @@ dialect), ``openai`` and ``dashscope`` (request bodies and pure parsers, one per
 ``ChatClient``).
 
 ``ChatClient.stream_reply`` never raises an ``UpstreamError``; it yields ``Failed(error)``
-as its last event. The error tree (``kind`` in brackets, stable for the UI and logs)::
+as its last event. Before any text or thinking was yielded it first asks again after a 429,
+a 500/502/503/504 or a connection refused or reset (``retries``, with backoff). The error
+tree (``kind`` in brackets, stable for the UI and logs)::
 
     UpstreamError [error]
     ├── UpstreamUnavailable   [unavailable]   connect refused, DNS, bad URL, closed before answering
-    ├── UpstreamTimeout       [timeout]       connect / read (idle) / write / pool timeout
+    ├── UpstreamTimeout       [timeout]       connect / read (idle) / write / pool timeout, or
+    │                                         the reply's overall deadline (``total_timeout``)
     ├── UpstreamAuthError     [auth]          HTTP 401, 403
     ├── UpstreamRateLimited   [rate_limit]    HTTP 429 (retry_after from Retry-After)
     ├── UpstreamBadRequest    [bad_request]   other HTTP 4xx

@@ -5,15 +5,22 @@
 with httpx-sse, which splits lines only on CR, LF and CRLF and decodes UTF-8 incrementally; a
 raw U+2028 inside JSON content and a 汉字 split across network reads therefore survive
 (protocols.md edge cases 11-13). Never switch to ``aiter_lines()``.
+
+Two clocks bound a reply. The pool's read timeout is an idle timeout: it fires when no byte at
+all arrives for that long, so a stream that stalls after a few tokens ends there. SSE
+keep-alive comments are bytes, and a server that only sends them is alive by that measure;
+the overall deadline (``total_timeout``) ends such a reply, and any other that runs too long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
-from typing import Any, Protocol
+import random
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import httpx
@@ -25,7 +32,9 @@ from .errors import (
     ERROR_BODY_LIMIT,
     error_from_response,
     header_request_id,
+    parse_retry_after,
     provider_error_from_obj,
+    rate_limited_message,
     server_label,
     stream_error,
 )
@@ -33,9 +42,13 @@ from .events import (
     Event,
     Failed,
     Finished,
+    ReasoningDelta,
+    TextDelta,
     UpstreamError,
     UpstreamInterrupted,
     UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
     Usage,
@@ -46,9 +59,16 @@ from .thinking import ThinkTags
 logger = logging.getLogger("chat.llm")
 
 PROTOCOLS = ("openai", "dashscope")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Statuses asked again (before the first token only): rate limits and server trouble."""
+_NO_RETRY_CODES = frozenset({"insufficient_quota"})
+"""429s that will not pass by waiting (OpenAI's "you exceeded your current quota")."""
+
+T = TypeVar("T")
 
 
 class StreamParser(Protocol):
+    def accepts(self, event: str) -> bool: ...
     def is_end(self, data: str) -> bool: ...
     def feed(self, event: str, obj: Mapping[str, Any]) -> list[Event]: ...
 
@@ -161,6 +181,119 @@ class _Attempt(Exception):
         self.reason = reason
 
 
+class _Retry(Exception):
+    """Raised inside ``stream_reply`` to ask again unchanged after ``wait`` seconds: a
+    transient failure before any text or thinking reached the caller."""
+
+    def __init__(self, error: UpstreamError, wait: float) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.wait = wait
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _failure_label(error: UpstreamError) -> str:
+    """What went wrong, for a log line: the status and code, or the connection error's class."""
+    if error.status is not None:
+        return f"HTTP {error.status}" + (f" ({error.code})" if error.code else "")
+    cause = error.__cause__
+    return type(cause).__name__ if cause is not None else error.kind
+
+
+def _with_retry_after(error: UpstreamError, headers: Mapping[str, str]) -> None:
+    """A rate limit reported inside an HTTP 200 stream (DashScope's throttling event) takes its
+    wait from that response's Retry-After, if any."""
+    if isinstance(error, UpstreamRateLimited) and error.retry_after is None:
+        wait = parse_retry_after(headers)
+        if wait is not None:
+            error.retry_after = wait
+            if error.message == UpstreamRateLimited.default_message:
+                error.message = rate_limited_message(wait)
+                error.args = (error.message,)
+
+
+def _is_transient(exc: Exception, *, got_response: bool) -> bool:
+    """A connection refused or reset before any response: nothing reached the model."""
+    return not got_response and isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+
+
+def _is_retryable(error: UpstreamError) -> bool:
+    """429 and 5xx, as an HTTP status or as DashScope's error event behind HTTP 200."""
+    return (
+        isinstance(error, UpstreamRateLimited | UpstreamServerError)
+        and error.status in RETRY_STATUSES
+        and error.code not in _NO_RETRY_CODES
+    )
+
+
+class _DeadlinePassed(Exception):
+    """The overall deadline of a reply passed while waiting for the upstream."""
+
+
+class _Deadline:
+    """One reply's overall deadline, enforced only while it waits for the upstream.
+
+    One timer per attempt rather than a timeout scope per read (which costs a timer per
+    event): when it fires while ``wait`` is awaiting the upstream, it cancels that await and
+    ``wait`` raises ``_DeadlinePassed``; when it fires while the caller has the event (the
+    generator is suspended at a ``yield``), the next ``wait`` raises at once. A cancellation
+    from anyone else still propagates as ``CancelledError``.
+    """
+
+    def __init__(self, when: float | None) -> None:
+        self.when = when
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    def __enter__(self) -> _Deadline:
+        if self.when is not None:
+            loop = asyncio.get_running_loop()
+            if loop.time() >= self.when:
+                self.expired = True
+            else:
+                self._handle = loop.call_at(self.when, self._fire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.expired = True
+        if self._task is not None and not self._task.done():
+            self._cancelled = True
+            self._task.cancel()
+
+    def check(self) -> None:
+        if self.expired:
+            raise _DeadlinePassed
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        if self.when is None:
+            return await awaitable
+        task = self._task = asyncio.current_task()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._cancelled and task is not None:
+                self._cancelled = False
+                if task.uncancel() == 0:  # nobody else wants this task cancelled
+                    raise _DeadlinePassed from None
+            raise
+        finally:
+            self._task = None
+            if self._cancelled and task is not None:  # the cancellation was swallowed below
+                self._cancelled = False
+                task.uncancel()
+
+
 class ChatClient:
     """Streams one chat reply at a time from one upstream (a base URL and a protocol).
 
@@ -171,6 +304,15 @@ class ChatClient:
     chooses ``incremental_output``). Two refusals are fixed by asking again, once, and
     remembered: a server that rejects ``stream_options``, and a DashScope thinking model that
     refuses cumulative output.
+
+    Transient failures are asked again unchanged, up to ``retries`` more times, but only
+    before any text or thinking has been yielded (after that a retry would repeat the text):
+    HTTP 429 and 500/502/503/504 (also DashScope's throttling event behind HTTP 200), and a
+    connection refused or reset before any response. The wait is the server's Retry-After
+    when it sends one, else ``retry_backoff`` seconds doubled per retry, with jitter; a
+    Retry-After over ``max_retry_wait`` is not waited for (the user is told at once). 400,
+    401, 403, timeouts and errors after a token are final. ``total_timeout`` seconds (None or
+    0: none) bound one reply from the first request to the last byte, retries included.
     """
 
     def __init__(
@@ -182,12 +324,20 @@ class ChatClient:
         protocol: str = "openai",
         include_usage: bool = True,
         incremental: bool = True,
+        retries: int = 2,
+        max_retry_wait: float = 20.0,
+        retry_backoff: float = 0.5,
+        total_timeout: float | None = 600.0,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key or None
         self._dialect = _dialect(protocol, incremental=incremental)
         self._include_usage = include_usage
+        self._retries = max(0, int(retries))
+        self._max_retry_wait = max(0.0, float(max_retry_wait))
+        self._retry_backoff = max(0.0, float(retry_backoff))
+        self._total_timeout = total_timeout if total_timeout and total_timeout > 0 else None
 
     @property
     def protocol(self) -> str:
@@ -221,15 +371,22 @@ class ChatClient:
         ``options`` (temperature, max_tokens, enable_thinking, …) go where the protocol takes
         them: the top level for chat completions, ``parameters`` for DashScope native. A
         ``ValueError`` (a programming error, not an upstream one) is raised if they try to
-        replace the fields the parser depends on. ``asyncio.CancelledError`` propagates;
-        cancelling or closing the generator closes the HTTP response immediately.
+        replace the fields the parser depends on. ``asyncio.CancelledError`` propagates, also
+        from the wait between two attempts; cancelling or closing the generator closes the
+        HTTP response immediately.
         """
         options = dict(options or {})
         self._dialect.body(model, messages, stream, options, include_usage=False)  # validate
+        loop = asyncio.get_running_loop()
+        deadline = None if self._total_timeout is None else loop.time() + self._total_timeout
         retried: set[str] = set()
+        attempt = 0
         while True:
             try:
-                async with aclosing(self._reply_once(model, messages, stream, options)) as once:
+                once = self._reply_once(
+                    model, messages, stream, options, attempt=attempt, deadline=deadline
+                )
+                async with aclosing(once):
                     async for event in once:
                         yield event
                 return
@@ -244,6 +401,42 @@ class ChatClient:
                 else:
                     self._dialect.needs_incremental(model)
                     logger.info("upstream %s needs incremental output for %s", server, model)
+            except _Retry as retry:
+                attempt += 1
+                logger.info(
+                    "upstream %s: %s; retry %d of %d in %.2f s",
+                    server_label(self._base_url),
+                    _failure_label(retry.error),
+                    attempt,
+                    self._retries,
+                    retry.wait,
+                )
+                await asyncio.sleep(retry.wait)  # Stop (task cancellation) ends it at once
+
+    def _retry_wait(
+        self, error: UpstreamError, attempt: int, deadline: float | None
+    ) -> float | None:
+        """Seconds to wait before asking again, or None when this failure is final."""
+        if attempt >= self._retries:
+            return None
+        if error.retry_after is not None:
+            if error.retry_after > self._max_retry_wait:
+                return None  # the user is better told "retry in N s" now than kept waiting
+            wait = error.retry_after
+        else:
+            ceiling = min(self._retry_backoff * 2**attempt, self._max_retry_wait)
+            wait = ceiling * random.uniform(0.5, 1.0)  # jitter: retries of many streams spread
+        if deadline is not None and asyncio.get_running_loop().time() + wait >= deadline:
+            return None
+        return wait
+
+    def _deadline_error(self, *, partial: bool) -> UpstreamTimeout:
+        total = _seconds(self._total_timeout or 0)
+        if partial:
+            return UpstreamTimeout(
+                f"The model took longer than {total} s in all; the partial answer was kept."
+            )
+        return UpstreamTimeout(f"The model took longer than {total} s in all to answer.")
 
     async def _reply_once(
         self,
@@ -251,6 +444,9 @@ class ChatClient:
         messages: Sequence[Mapping[str, str]],
         stream: bool,
         options: Mapping[str, Any],
+        *,
+        attempt: int = 0,
+        deadline: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         include_usage = self._include_usage
         body = self._dialect.body(model, messages, stream, options, include_usage=include_usage)
@@ -259,20 +455,33 @@ class ChatClient:
         got_response = False
         abandoned = False
         yielded = False
+        shown = False  # text or thinking reached the caller: asking again would repeat it
+        transient = False
+        timed_out = False
         error: UpstreamError | None = None
         think = ThinkTags()
-        try:
-            async with self._http.stream(
-                "POST", url, json=body, headers=self._headers(stream)
-            ) as response:
-                got_response = True
-                source = (
-                    self._stream_events(response, url, body)
-                    if stream
-                    else self._whole_events(response, url)
-                )
-                async with aclosing(source) as events:
-                    async for raw in events:
+        with _Deadline(deadline) as clock:
+            try:
+                async with AsyncExitStack() as stack:
+                    clock.check()
+                    response = await clock.wait(
+                        stack.enter_async_context(
+                            self._http.stream("POST", url, json=body, headers=self._headers(stream))
+                        )
+                    )
+                    got_response = True
+                    source = (
+                        self._stream_events(response, url, body)
+                        if stream
+                        else self._whole_events(response, url)
+                    )
+                    events = await stack.enter_async_context(aclosing(source))
+                    while True:
+                        clock.check()
+                        try:
+                            raw = await clock.wait(anext(events))
+                        except StopAsyncIteration:
+                            break
                         if isinstance(raw, Failed):
                             raise raw.error
                         if isinstance(raw, Finished | Usage):
@@ -284,25 +493,38 @@ class ChatClient:
                                 continue  # keep the contract: only Usage may follow Finished
                             if isinstance(event, Finished):
                                 finished = True
+                            elif isinstance(event, TextDelta | ReasoningDelta):
+                                shown = True
                             yielded = True
                             try:
                                 yield event
                             except BaseException:
                                 abandoned = True  # consumer closed us or the task was cancelled
                                 raise
-        except UpstreamError as exc:
-            error = exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            if abandoned:
-                raise
-            error = self._map_transport_error(exc, got_response=got_response)
+            except UpstreamError as exc:
+                error = exc
+            except _DeadlinePassed:
+                timed_out = True
+                error = self._deadline_error(partial=shown)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                if abandoned:
+                    raise
+                error = self._map_transport_error(exc, got_response=got_response)
+                transient = _is_transient(exc, got_response=got_response)
         if error is None:
             return
         if not yielded and include_usage and stream and _rejects_stream_options(error):
             raise _Attempt("stream_options")
         if not yielded and stream and _refuses_cumulative(error, body):
             raise _Attempt("incremental_output")
-        for event in think.flush():  # the thought or text held back so far is the user's
+        if not shown and not finished and (transient or _is_retryable(error)):
+            wait = self._retry_wait(error, attempt, deadline)
+            if wait is not None:
+                raise _Retry(self._redact(error), wait)
+        held = think.flush()  # the thought or text held back so far is the user's
+        if timed_out and held:
+            error = self._deadline_error(partial=True)
+        for event in held:
             yield event
         error = self._redact(error)
         if finished:
@@ -346,11 +568,18 @@ class ChatClient:
                 status=response.status_code,
                 request_id=header_id,
             )
-        response.encoding = "utf-8"  # SSE is always UTF-8, whatever the charset says.
+        # SSE is always UTF-8, whatever the charset says, and one leading BOM must be ignored;
+        # "utf-8-sig" drops it (kept, it would hide the first field and lose that event).
+        response.encoding = "utf-8-sig"
         parser = self._dialect.stream_parser_for(body)
         seen_finish = False
         async with aclosing(EventSource(response).aiter_sse()) as sse_events:
             async for sse in sse_events:
+                if not parser.accepts(sse.event):
+                    # Not a message of this protocol (``event: ping`` …): its data is no text,
+                    # no end and no error, whatever it holds.
+                    logger.debug("skipped an SSE event of type %.40r", sse.event)
+                    continue
                 data = sse.data
                 if parser.is_end(data):
                     if seen_finish:
@@ -375,6 +604,8 @@ class ChatClient:
                 for event in parser.feed(sse.event, obj):
                     if isinstance(event, Finished):
                         seen_finish = True
+                    elif isinstance(event, Failed):
+                        _with_retry_after(event.error, response.headers)
                     yield self._with_request_id(event, header_id)
         if not seen_finish:
             raise UpstreamInterrupted(request_id=header_id)

@@ -92,11 +92,17 @@ def _deltas(reasoning: str, content: str) -> list[Event]:
 class DashScopeStream:
     """Per-reply state of a native SSE stream (cumulative text, last usage seen)."""
 
+    # "result" and "error" frames; unnamed ones ("message") from proxies that drop the line.
+    EVENT_TYPES = frozenset({"result", "error", "message"})
+
     def __init__(self, incremental: bool) -> None:
         self._incremental = incremental
         self._text = Cumulative()
         self._reasoning = Cumulative()
         self._usage: Usage | None = None
+
+    def accepts(self, event: str) -> bool:
+        return event in self.EVENT_TYPES
 
     def is_end(self, data: str) -> bool:
         return False  # no [DONE]: the last event has a real finish_reason, then EOF

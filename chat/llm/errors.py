@@ -171,6 +171,13 @@ def header_request_id(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def rate_limited_message(wait: float | None) -> str:
+    """What a 429 tells the user: when to retry, if the server said."""
+    if wait is None:
+        return UpstreamRateLimited.default_message
+    return f"Rate limited by the model server; retry in {max(1, math.ceil(wait))} s."
+
+
 def _with_detail(prefix: str, detail: str | None) -> str:
     return f"{prefix}: {detail}" if detail else f"{prefix}."
 
@@ -197,12 +204,7 @@ def error_from_response(
             _with_detail(f"Access denied by the model server (HTTP {status})", detail), **common
         )
     if status == 429:
-        wait = common["retry_after"]
-        if wait is not None:
-            message = f"Rate limited by the model server; retry in {max(1, math.ceil(wait))} s."
-        else:
-            message = UpstreamRateLimited.default_message
-        return UpstreamRateLimited(message, **common)
+        return UpstreamRateLimited(rate_limited_message(common["retry_after"]), **common)
     if status == 404 and not detail:
         detail = f"nothing answers at {_endpoint_label(url)}; check the base URL"
     if status == 400 and _wants_streaming(detail):

@@ -87,6 +87,13 @@ def parse_completion(obj: Mapping[str, Any]) -> list[Event]:
 class OpenAIStream:
     """Per-reply state of an OpenAI-style SSE stream: only ``[DONE]`` ends it early."""
 
+    # Unnamed events (httpx-sse calls them "message"), plus DashScope-native "error" frames
+    # that some proxies pass on behind HTTP 200; any other type (``ping`` …) is not ours.
+    EVENT_TYPES = frozenset({"message", "error"})
+
+    def accepts(self, event: str) -> bool:
+        return event in self.EVENT_TYPES
+
     def is_end(self, data: str) -> bool:
         return data.startswith("[DONE]")
 
