@@ -479,6 +479,9 @@ class GenerationService:
                 protocol=upstream.protocol,
                 include_usage=upstream.include_usage,
                 incremental=upstream.incremental,
+                retries=settings.LLM_RETRIES,
+                max_retry_wait=settings.LLM_RETRY_MAX_WAIT,
+                total_timeout=settings.LLM_TOTAL_TIMEOUT,
             )
         return client
 

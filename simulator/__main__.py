@@ -24,11 +24,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(/api/v1/services/aigc/text-generation/generation, SSE with 'X-DashScope-SSE: enable').",
         epilog="Per request, a 'sim' object in the body (native: also parameters.sim) or a "
         "'#sim key=value ...' line in the last user message sets: seed ttft tps tokens lang "
-        "fault (400 401 403 429 500 503 eof midstream_error stall slow_headers) fault_after "
-        "retry_after delay fault_framing (auto http sse200 sse_status) fragment keepalive crlf "
-        "weird stamp shuffle coalesce think (reasoning tokens; 0 = none) reasoning_field "
-        "(reasoning_content reasoning reasoning_text think) final_empty (native: an empty last "
-        "event).",
+        "fault (400 401 403 429 500 503 eof midstream_error stall slow_headers) midstream_kind "
+        "(data_inspection_failed 429 500 503) fault_after "
+        "fault_times (the fault hits only the first N requests of a message) retry_after "
+        "delay fault_framing (auto http sse200 sse_status) fragment keepalive (also pings "
+        "through a stall) crlf weird stamp shuffle coalesce think (reasoning tokens; 0 = "
+        "none) reasoning_field (reasoning_content reasoning reasoning_text think) final_empty "
+        "(native: an empty last event).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="TCP port (8001; 0 = any free)")

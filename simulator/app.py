@@ -31,20 +31,22 @@ events, cumulative usage, the string ``"null"`` as finish reason, and no ``[DONE
 Each log entry records ``protocol`` (``openai`` or ``dashscope``), what was sent (``text`` and
 ``tokens_sent`` for the answer, ``reasoning`` and ``reasoning_tokens_sent`` for the thinking,
 without any ``<think>`` tags), timings (``first_token_at`` is the first token of either kind,
-``first_answer_at`` the first answer token) and the outcome.
+``first_answer_at`` the first answer token) and the outcome; with ``fault_times``, ``attempt``
+counts the requests of that message so far (the fault hits attempts 1 to ``fault_times``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import json
 import os
 import random
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -63,6 +65,7 @@ from simulator.script import (
     SimOptionError,
     SimOptions,
     estimate_prompt_tokens,
+    last_user_text,
     parse_directive_string,
     parse_options,
     plan_answer,
@@ -93,6 +96,8 @@ DEFAULT_THINKING_MODELS = ("qwq*", "qwen3-*", "*-thinking*", "deepseek-r1*")
 """Shell-style patterns (matched case-insensitively) of models that think unless told not to."""
 STALL_MAX_SECONDS = 600.0
 LOG_SIZE = 1000
+FAULT_COUNTERS = 1000
+"""How many prompts' ``fault_times`` counters are kept (the oldest is forgotten first)."""
 _CUT_FAULTS = frozenset({"eof", "midstream_error", "stall"})
 """Faults that end a response after ``fault_after`` tokens."""
 _THINK_OPEN = "<think>\n"
@@ -154,14 +159,14 @@ _ERRORS: dict[str, tuple[int, str, str, str]] = {
         "invalid_parameter_error",
     ),
 }
-_MIDSTREAM_ERROR = {
-    "error": {
-        "message": "Output data may contain inappropriate content.",
-        "type": "data_inspection_failed",
-        "param": None,
-        "code": "data_inspection_failed",
-    }
-}
+
+
+def _midstream_error(kind: str) -> dict[str, Any]:
+    """The compatible-mode error chunk sent after some tokens (``midstream_kind``)."""
+    _, message, err_type, code = _ERRORS[kind]
+    return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+
+
 _INVALID_PARAMETER = "<400> InternalError.Algo.InvalidParameter: "
 
 
@@ -535,6 +540,7 @@ def _new_entry(sim_id: str, request_id: str, protocol: str) -> dict[str, Any]:
         "reasoning": "",
         "outcome": "streaming",
         "status": None,
+        "attempt": None,
     }
 
 
@@ -618,6 +624,7 @@ class SimulatorApp:
         self.thinking_models = [pattern.lower() for pattern in thinking_models]
         self.log = RequestLog()
         self.started = int(time.time())
+        self._fault_counts: OrderedDict[str, int] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -679,6 +686,7 @@ class SimulatorApp:
             await _send_json(send, 200, {"requests": self.log.entries()})
             return
         if path == "/_sim/requests" and method == "DELETE":
+            self._fault_counts.clear()
             await _send_json(send, 200, {"cleared": self.log.clear()})
             return
         if path and path.startswith("/_sim/requests/") and method == "GET":
@@ -775,6 +783,7 @@ class SimulatorApp:
         except SimOptionError as exc:
             await reject("400", _INVALID_PARAMETER + str(exc))
             return
+        opts = self._count_attempt(messages, opts, entry)
         call = _Call(
             request_id=request_id,
             sim_id=entry["sim_id"],
@@ -790,6 +799,26 @@ class SimulatorApp:
         )
         entry.update(include_usage=call.include_usage, options=opts.as_dict())
         await self._run(call, send, receive)
+
+    def _count_attempt(
+        self, messages: Sequence[Mapping[str, Any]], opts: SimOptions, entry: dict[str, Any]
+    ) -> SimOptions:
+        """Apply ``fault_times``: the fault hits only the first N requests of the same message.
+
+        Requests are counted per last user message (directives included) and the count is
+        logged as ``attempt``; past N the options are the same without the fault.
+        """
+        if opts.fault is None or opts.fault_times <= 0:
+            return opts
+        key = last_user_text(messages)
+        attempt = self._fault_counts.pop(key, 0) + 1
+        self._fault_counts[key] = attempt
+        while len(self._fault_counts) > FAULT_COUNTERS:
+            self._fault_counts.popitem(last=False)
+        entry["attempt"] = attempt
+        if attempt > opts.fault_times:
+            return dataclasses.replace(opts, fault=None)
+        return opts
 
     def _thinks(self, model: str, enable_thinking: bool | None) -> bool:
         """Whether a request thinks before options: its explicit flag, else the model's default."""
@@ -887,10 +916,10 @@ class SimulatorApp:
         if opts.fault == "eof":
             await wire.close()
         elif opts.fault == "midstream_error":
-            await wire.event(_dumps(_MIDSTREAM_ERROR))
+            await wire.event(_dumps(_midstream_error(opts.midstream_kind)))
             await wire.close()
         elif opts.fault == "stall":
-            await asyncio.sleep(STALL_MAX_SECONDS)
+            await _stall(wire)
             await wire.close()
         else:
             await wire.event(chunks.finish(plan.finish_reason))
@@ -914,13 +943,13 @@ class SimulatorApp:
             await asyncio.sleep(opts.ttft + plan.total / opts.tps)
         if opts.fault in {"stall", "midstream_error"}:
             if call.protocol == "dashscope":
-                kind = "timeout" if opts.fault == "stall" else "data_inspection_failed"
+                kind = "timeout" if opts.fault == "stall" else opts.midstream_kind
                 status, obj = native.error_object(kind, call.request_id)
                 body = _dumps(obj).encode()
             elif opts.fault == "stall":
                 status, body = _error_body("500", call.request_id, "Response timeout!")
             else:
-                status, body = _error_body("data_inspection_failed", call.request_id)
+                status, body = _error_body(opts.midstream_kind, call.request_id)
             await _send_bytes(send, status, body, headers=headers)
             entry.update(status=status, outcome=f"fault:{opts.fault}", finished_at=time.time())
             return
@@ -1056,6 +1085,7 @@ class SimulatorApp:
         except SimOptionError as exc:
             await reject("invalid", _INVALID_PARAMETER + str(exc))
             return
+        opts = self._count_attempt(request.messages, opts, entry)
         entry["options"] = opts.as_dict()
         if opts.think > 0 and result_format == "text":
             await reject("invalid", native.THINKING_RESULT_FORMAT)
@@ -1132,10 +1162,10 @@ class SimulatorApp:
                 await emit("result", 200, obj)
 
         if opts.fault == "midstream_error":
-            status, error = native.error_object("data_inspection_failed", call.request_id)
+            status, error = native.error_object(opts.midstream_kind, call.request_id)
             await emit("error", status, error)
         elif opts.fault == "stall":
-            await asyncio.sleep(STALL_MAX_SECONDS)
+            await _stall(wire)
         elif opts.fault != "eof" and opts.final_empty:
             await emit(
                 "result",
@@ -1196,6 +1226,14 @@ async def _sleep_with_pings(deadline: float, wire: _Wire, every: float = 0.1) ->
             next_ping += every
             continue
         await asyncio.sleep(min(deadline, next_ping) - now)
+
+
+async def _stall(wire: _Wire) -> None:
+    """Send nothing more for ``STALL_MAX_SECONDS``; with ``keepalive``, nothing but pings."""
+    if wire.opts.keepalive:
+        await _sleep_with_pings(time.monotonic() + STALL_MAX_SECONDS, wire)
+    else:
+        await asyncio.sleep(STALL_MAX_SECONDS)
 
 
 async def _until_disconnect(work: Awaitable[None], receive: Receive) -> float | None:

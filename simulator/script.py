@@ -20,11 +20,13 @@ __all__ = [
     "FAULTS",
     "FAULT_FRAMINGS",
     "HTTP_FAULTS",
+    "MIDSTREAM_KINDS",
     "REASONING_FIELDS",
     "SimOptionError",
     "SimOptions",
     "estimate_prompt_tokens",
     "has_cjk",
+    "last_user_text",
     "message_text",
     "parse_directive_string",
     "parse_options",
@@ -47,6 +49,10 @@ FAULT_FRAMINGS = ("auto", "http", "sse200", "sse_status")
 """How an HTTP fault reaches a streaming client: ``auto`` is ``sse200`` for a native 429 and
 ``http`` otherwise; ``http`` is the status with a JSON body; ``sse200`` is HTTP 200 and an error
 event; ``sse_status`` is the error status with an SSE-framed body labelled ``application/json``."""
+
+MIDSTREAM_KINDS = ("data_inspection_failed", "429", "500", "503")
+"""The error ``fault=midstream_error`` sends after ``fault_after`` tokens: moderation (the
+default), or a rate limit or server error arriving after the answer began."""
 
 MAX_TOKENS_LIMIT = 20_000
 """Upper bound for ``tokens`` and ``think`` so a typo cannot make the simulator plan a novel."""
@@ -88,6 +94,13 @@ class SimOptions:
     reasoning_field: str = "reasoning_content"
     final_empty: bool = False
     fault_framing: str = "auto"
+    midstream_kind: str = "data_inspection_failed"
+    echo: bool = False
+    """Answer with the prompt itself (the message without its directive lines), verbatim:
+    model output the test chooses, markup and all."""
+    fault_times: int = 0
+    """The fault applies to the first ``fault_times`` requests with the same last user message
+    (directives included); later ones answer normally. 0: every request."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON request log."""
@@ -95,14 +108,15 @@ class SimOptions:
 
 
 _BOOL_KEYS = frozenset(
-    {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty"}
+    {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty", "echo"}
 )
-_INT_KEYS = frozenset({"seed", "tokens", "fault_after", "coalesce", "think"})
+_INT_KEYS = frozenset({"seed", "tokens", "fault_after", "coalesce", "think", "fault_times"})
 _FLOAT_KEYS = frozenset({"ttft", "tps", "retry_after", "delay"})
-_STR_KEYS = frozenset({"lang", "fault", "reasoning_field", "fault_framing"})
+_STR_KEYS = frozenset({"lang", "fault", "reasoning_field", "fault_framing", "midstream_kind"})
 _CHOICES: dict[str, tuple[str, ...]] = {
     "reasoning_field": REASONING_FIELDS,
     "fault_framing": FAULT_FRAMINGS,
+    "midstream_kind": MIDSTREAM_KINDS,
 }
 OPTION_KEYS = _BOOL_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS
 
@@ -214,7 +228,8 @@ def split_directives(text: str) -> tuple[dict[str, str], str]:
     return raw, "\n".join(kept).strip()
 
 
-def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text of the last user message, directive lines included."""
     for message in reversed(messages):
         if isinstance(message, Mapping) and message.get("role") == "user":
             return message_text(message.get("content"))
@@ -223,7 +238,7 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 def prompt_of(messages: Sequence[Mapping[str, Any]]) -> str:
     """The prompt that seeds the answer: the last user message without its directive lines."""
-    return split_directives(_last_user_text(messages))[1]
+    return split_directives(last_user_text(messages))[1]
 
 
 def has_cjk(text: str) -> bool:
@@ -259,7 +274,7 @@ def resolve_options(
     the request thinks when no option sets ``think`` (the model's default or ``enable_thinking``);
     it then gets about 60 reasoning tokens.
     """
-    directive, prompt = split_directives(_last_user_text(messages))
+    directive, prompt = split_directives(last_user_text(messages))
     merged: dict[str, Any] = dict(parse_options(defaults or {}))
     if body_seed is not None:
         merged.update(parse_options({"seed": body_seed}))
@@ -595,6 +610,8 @@ def plan_answer(model: str, messages: list[dict[str, Any]], opts: SimOptions) ->
     """
     prompt = prompt_of(messages)
     rng = random.Random(f"{model}|{prompt}|{opts.seed}|{opts.tokens}|{opts.lang}")
+    if opts.echo:
+        return _tokenize(prompt, rng)
     writer = _Writer(rng, opts.lang, _topic(prompt, opts.lang))
     budget = opts.tokens
     tokens: list[str] = []

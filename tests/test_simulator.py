@@ -559,6 +559,56 @@ async def test_midstream_error_fault(sim: Sim, client: httpx.AsyncClient) -> Non
     assert entry["outcome"] == "fault:midstream_error"
 
 
+async def test_fault_times_fails_only_the_first_requests_of_a_message(
+    sim: Sim, client: httpx.AsyncClient
+) -> None:
+    body = _body("fail twice, then answer", tokens=5, fault="503", fault_times=2)
+    statuses = []
+    for _ in range(3):
+        response = await client.post(sim.chat_url, json=body)
+        statuses.append(response.status_code)
+    assert statuses == [503, 503, 200]
+    other = await client.post(
+        sim.chat_url, json=_body("another message", fault="503", fault_times=2)
+    )
+    assert other.status_code == 503  # counted per message
+    entries = (await client.get(sim.log_url)).json()["requests"][-4:]
+    assert [e["attempt"] for e in entries] == [1, 2, 3, 1]
+    assert [e["outcome"] for e in entries[:3]] == ["fault:503", "fault:503", "complete"]
+    assert entries[2]["options"]["fault"] is None
+    # DELETE of the log resets the counts too.
+    await client.delete(sim.log_url)
+    assert (await client.post(sim.chat_url, json=body)).status_code == 503
+
+
+async def test_midstream_error_kind(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _body("throttle me late", tokens=40, fault="midstream_error", midstream_kind="429")
+    _, data = await _events(client, sim, body)
+    assert json.loads(data[-1])["error"]["code"] == "limit_requests"
+    entry = await _log(client, sim, json.loads(data[0])["id"])
+    assert entry["tokens_sent"] == 5
+
+
+async def test_stall_with_keepalive_pings_until_client_leaves(
+    sim: Sim, client: httpx.AsyncClient
+) -> None:
+    body = _body("stall pinging", tokens=40, fault="stall", fault_after=3, keepalive=1)
+    raw = b""
+    with contextlib.suppress(httpx.ReadTimeout):
+        async with client.stream(
+            "POST", sim.chat_url, json=body, timeout=httpx.Timeout(5.0, read=0.5)
+        ) as response:
+            started = time.monotonic()
+            async for piece in response.aiter_raw():
+                raw += piece
+                if time.monotonic() - started > 1.0:
+                    break
+    # An idle timeout of 0.5 s never fired: pings kept coming after the 3 tokens.
+    assert raw.rstrip().endswith(b": keep-alive")
+    assert raw.count(b": keep-alive\n\n") >= 5
+    assert b"[DONE]" not in raw
+
+
 async def test_stall_holds_until_client_leaves(sim: Sim, client: httpx.AsyncClient) -> None:
     body = _body("stall", tokens=40, fault="stall", fault_after=3)
     received: list[str] = []

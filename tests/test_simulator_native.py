@@ -467,6 +467,25 @@ async def test_native_midstream_error(sim: Sim, client: httpx.AsyncClient) -> No
     assert entry["tokens_sent"] == 5 and entry["outcome"] == "fault:midstream_error"
 
 
+async def test_native_midstream_throttling(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _native_body(
+        "throttle me late", tokens=40, fault="midstream_error", midstream_kind="429"
+    )
+    _, raw = await _native_raw(client, sim, body)
+    *results, error = parse_native(raw)
+    assert results and all(event.event == "result" for event in results)
+    assert (error.event, error.status) == ("error", "429")
+    assert error.obj["code"] == "Throttling.RateQuota"
+
+
+async def test_native_fault_times(sim: Sim, client: httpx.AsyncClient) -> None:
+    body = _native_body("throttled once", tokens=5, fault="429", fault_times=1)
+    first = parse_native((await _native_raw(client, sim, body))[1])
+    second = parse_native((await _native_raw(client, sim, body))[1])
+    assert [e.event for e in first] == ["error"]
+    assert second and all(e.event == "result" for e in second)
+
+
 async def test_native_eof_has_no_final_event(sim: Sim, client: httpx.AsyncClient) -> None:
     body = _native_body("cut me off", tokens=40, fault="eof", fault_after=6)
     _, raw = await _native_raw(client, sim, body)
