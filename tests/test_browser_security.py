@@ -150,3 +150,60 @@ def test_every_page_is_csp_clean_and_nothing_holds_the_key(
     for text in (received, team.log()):
         assert KEY not in text and KEY[:12] not in text
     assert " DEBUG " in team.log()  # the scan covered debug logging
+
+
+HOSTILE = (
+    "Hostile [t-hostile]\n"
+    "<script>window.__pwned = 'script'</script>\n\n"
+    "<img src=x onerror=\"window.__pwned = 'img'\">\n\n"
+    '<a hx-get="/c/new/" hx-trigger="load" href="#">htmx</a>\n\n'
+    "[a link](javascript:window.__pwned='link') and <a href=\"javascript:alert(1)\">raw</a>\n\n"
+    "![tracker](http://offsite.example/pixel.png)\n\n"
+    '<iframe src="http://offsite.example/frame"></iframe>\n'
+    "#sim echo=1 tps=200 ttft=0.05"
+)
+
+
+def test_markup_in_prompts_and_model_output_stays_inert_everywhere(
+    browser: Browser, app: App, simulator: Simulator
+) -> None:
+    """The model repeats the prompt (the simulator's echo): the same markup arrives as the
+    user's message and as model output, live, after a reload, in history and in the export."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.add_init_script(WATCH_CSP)
+    offsite: list[str] = []
+    context.route(
+        re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"),
+        lambda route: (offsite.append(route.request.url), route.abort()),
+    )
+    page = context.new_page()
+    seen = Recorder(page)
+    try:
+        page.goto(app.url + "/")
+        page.get_by_role("button", name="Start a new chat").click()
+        page.wait_for_selector('[data-connected="true"]')
+        conversations = page.locator("nav a[href^='/c/']").count()
+        box = page.get_by_role("textbox", name="Message")
+        box.fill(HOSTILE)
+        box.press("Enter")
+        page.wait_for_selector('article[data-role="assistant"][data-status="complete"]')
+        echoed = simulator.request_for("[t-hostile]")["text"]
+        assert "<script>" in echoed and "onerror" in echoed  # the model really sent it
+
+        for moment in ("live", "reloaded"):
+            log = page.get_by_role("log")
+            assert page.evaluate("window.__pwned") is None, moment
+            assert log.locator("script, img, iframe, [onerror], [hx-get]").count() == 0, moment
+            assert log.locator("a[href^='javascript:']").count() == 0, moment
+            answer = page.locator('article[data-role="assistant"]').last
+            for text in ("<script>", "onerror", "hx-get", "offsite.example"):
+                assert text in answer.inner_text(), (moment, text)  # shown, as text
+            page.reload()
+            page.wait_for_selector('[data-connected="true"]')
+        assert page.locator("nav a[href^='/c/']").count() == conversations  # hx-get never ran
+        export = page.request.get(page.url + "export.json").json()
+        assert [m["content"] for m in export["messages"]] == [HOSTILE, echoed]  # verbatim
+    finally:
+        context.close()
+    assert offsite == []  # no request left for another host
+    assert seen.problems == []

@@ -209,7 +209,10 @@ async def test_one_answer_at_a_time(visitor: Visitor) -> None:
     [
         pytest.param("fault=401", "rejected the API key", "auth", id="401"),
         pytest.param("fault=403", "Access denied", "auth", id="403"),
-        pytest.param("fault=429 retry_after=7", "retry in 7 s", "rate_limit", id="429-retry-after"),
+        # Over LLM_RETRY_MAX_WAIT (20 s): told at once, not retried. Shorter waits are retried.
+        pytest.param(
+            "fault=429 retry_after=30", "retry in 30 s", "rate_limit", id="429-retry-after"
+        ),
         pytest.param("fault=429", "Rate limited", "rate_limit", id="429"),
         pytest.param("fault=400", "Range of max_tokens should be", "bad_request", id="400"),
         pytest.param("fault=500", "HTTP 500", "server", id="500"),
@@ -314,10 +317,17 @@ async def test_retry_after_stop_answers_again(visitor: Visitor, simulator: Simul
         pytest.param(
             json.dumps({"action": "send", "message": "汉" * 100_000}), "too large", id="huge-frame"
         ),
+        pytest.param(b"\x00\x01 not text", "Binary messages are not accepted", id="binary"),
+        pytest.param(json.dumps(["send", "hi"]), "not understood", id="not-an-object"),
+        pytest.param(
+            json.dumps({"action": "retry", "answer": "999999"}),
+            "Only the latest answer can be retried",
+            id="unknown-answer",
+        ),
     ],
 )
 async def test_bad_input_gets_a_clear_message_and_stores_nothing(
-    visitor: Visitor, payload: str, expected: str
+    visitor: Visitor, payload: str | bytes, expected: str
 ) -> None:
     conversation = visitor.new_conversation()
     async with visitor.socket(conversation) as ws:
@@ -347,11 +357,23 @@ async def test_other_visitors_cannot_see_or_join_a_conversation(app: App) -> Non
         stranger.close()
 
 
-async def test_websocket_from_a_foreign_origin_is_refused(visitor: Visitor) -> None:
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", None], ids=str)
+async def test_websocket_from_a_foreign_null_or_missing_origin_is_refused(
+    visitor: Visitor, origin: str | None
+) -> None:
+    """Cross-site websocket hijacking: the session cookie alone must not open a socket."""
     conversation = visitor.new_conversation()
-    with pytest.raises(websockets.InvalidStatus):
-        async with visitor.socket(conversation, origin="http://evil.example"):
+    cookie = "; ".join(f"{k}={v}" for k, v in visitor.http.cookies.items())
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{visitor.app.port}/ws/c/{conversation}/",
+            additional_headers={"Cookie": cookie},
+            origin=origin,  # type: ignore[arg-type]
+        ):
             pass
+    assert refused.value.response.status_code == 403
+    async with visitor.socket(conversation):  # the same cookie from the page's own origin
+        pass
 
 
 async def test_html_in_prompts_and_answers_stays_text(visitor: Visitor) -> None:

@@ -31,6 +31,8 @@ from tests.test_live_team import database, on
 
 __all__ = ["database", "redis_server"]  # fixtures shared with other modules
 
+pytestmark = [pytest.mark.live, pytest.mark.load]
+
 
 @pytest.fixture(scope="module")
 def workers(

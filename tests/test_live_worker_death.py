@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import (
     Frame,
@@ -25,6 +26,8 @@ from tests.conftest import (
 )
 
 ORPHAN_AFTER_S = 3.0
+
+pytestmark = [pytest.mark.live, pytest.mark.load]
 
 
 async def test_killed_worker_loses_at_most_a_second_and_the_answer_is_interrupted(
