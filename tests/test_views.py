@@ -160,10 +160,30 @@ def test_someone_elses_conversation_is_404(client: Client, method: str, path: st
     assert Conversation.objects.filter(pk=conversation.pk).exists()
 
 
-def test_forms_need_csrf() -> None:
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/c/new/", {}),
+        ("/c/{id}/settings/", {"model": "qwen-turbo", "system_prompt": "forged"}),
+        ("/c/{id}/rename/", {"title": "forged"}),
+        ("/c/{id}/delete/", {}),
+        ("/accounts/logout/", {}),
+        ("/accounts/login/", {"username": "x", "password": "y"}),
+    ],
+)
+def test_every_form_needs_csrf_and_a_forged_post_changes_nothing(
+    path: str, data: dict[str, str]
+) -> None:
     client = Client(enforce_csrf_checks=True)
-    client.get("/")
-    assert client.post("/c/new/").status_code == 403
+    page = client.get("/")
+    token = client.cookies["csrftoken"].value
+    made = client.post("/c/new/", headers={"X-CSRFToken": token})  # as htmx sends it
+    assert page.status_code == 200 and made.status_code == 302
+    conversation = Conversation.objects.get()
+    before = Conversation.objects.values().get()
+    forged = client.post(path.format(id=conversation.pk), data)  # no token: another site
+    assert forged.status_code == 403
+    assert Conversation.objects.values().get() == before
 
 
 def test_pages_send_a_strict_content_security_policy(client: Client) -> None:
