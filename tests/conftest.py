@@ -156,6 +156,21 @@ def start_app(tmp_path: Path, env: dict[str, str]) -> tuple[App, subprocess.Pope
     return App(port, db_path, log_path), process
 
 
+@contextlib.contextmanager
+def two_workers(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, name: str = "worker"
+) -> Iterator[tuple[App, App]]:
+    """Two Daphne processes with the same settings (a team's workers), stopped afterwards."""
+    started: list[tuple[App, subprocess.Popen[bytes]]] = []
+    try:
+        for side in ("a", "b"):
+            started.append(start_app(tmp_path_factory.mktemp(f"{name}-{side}"), env))
+        yield started[0][0], started[1][0]
+    finally:
+        for _, process in started:
+            stop_process(process)
+
+
 @pytest.fixture(scope="session")
 def app(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     """The app pointed at the simulator, with a short idle timeout for the timeout tests."""

@@ -22,9 +22,8 @@ from tests.conftest import (
     Visitor,
     collect_answer,
     send,
-    start_app,
-    stop_process,
     streamed_text,
+    two_workers,
 )
 from tests.redis_server import RedisServer, redis_server
 from tests.test_live_team import database, on
@@ -46,14 +45,8 @@ def workers(
         "DATABASE_URL": database,
         "REDIS_URL": redis_server.url,
     }
-    started = []
-    try:
-        for name in ("a", "b"):
-            started.append(start_app(tmp_path_factory.mktemp(f"worker-{name}"), env))
-        yield started[0][0], started[1][0]
-    finally:
-        for _, process in started:
-            stop_process(process)
+    with two_workers(env, tmp_path_factory) as workers:
+        yield workers
 
 
 async def first_delta(ws: object) -> int:

@@ -15,7 +15,6 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,9 +27,8 @@ from tests.conftest import (
     Visitor,
     collect_answer,
     send,
-    start_app,
-    stop_process,
     streamed_text,
+    two_workers,
 )
 from tests.test_live_compare import TRIAL, compare_socket
 
@@ -78,15 +76,8 @@ def workers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[App, App]]:
     env = {"LLM_API_BASE": simulator.base_url, "DATABASE_URL": database, "REDIS_URL": redis_url}
-    started = []
-    try:
-        for name in ("a", "b"):
-            tmp: Path = tmp_path_factory.mktemp(f"worker-{name}")
-            started.append(start_app(tmp, env))
-        yield started[0][0], started[1][0]
-    finally:
-        for _, process in started:
-            stop_process(process)
+    with two_workers(env, tmp_path_factory) as workers:
+        yield workers
 
 
 def assert_continues_a_snapshot(frames: list[Frame], answer_id: int) -> None:

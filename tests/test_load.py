@@ -23,8 +23,7 @@ from tests.conftest import (
     Simulator,
     Visitor,
     send,
-    start_app,
-    stop_process,
+    two_workers,
 )
 from tests.redis_server import RedisServer, redis_server
 from tests.test_live_team import database
@@ -49,14 +48,8 @@ def workers(
         "REDIS_URL": redis_server.url,
         "STREAM_SAVE_INTERVAL_MS": "1000",
     }
-    started = []
-    try:
-        for name in ("a", "b"):
-            started.append(start_app(tmp_path_factory.mktemp(f"load-{name}"), env))
-        yield started[0][0], started[1][0]
-    finally:
-        for _, process in started:
-            stop_process(process)
+    with two_workers(env, tmp_path_factory, "load") as workers:
+        yield workers
 
 
 async def one_stream(visitor: Visitor, conversation: int, i: int, go: float) -> dict[str, object]:
@@ -160,14 +153,8 @@ def sqlite_workers(
         "DATABASE_URL": f"sqlite:///{shared}",
         "STREAM_SAVE_INTERVAL_MS": "100",  # saves ten times as often as the default
     }
-    started = []
-    try:
-        for name in ("a", "b"):
-            started.append(start_app(tmp_path_factory.mktemp(f"sqlite-{name}"), env))
-        yield started[0][0], started[1][0]
-    finally:
-        for _, process in started:
-            stop_process(process)
+    with two_workers(env, tmp_path_factory, "sqlite") as workers:
+        yield workers
 
 
 async def test_sqlite_takes_concurrent_saves_without_locking(
