@@ -1,0 +1,131 @@
+"""``python -m docs.screenshots`` (``make screenshots``): the README's screenshots, taken from the
+real app in Debian's chromium, in English and in Simplified Chinese.
+
+Starts the simulator (its speed set by environment, so no ``#sim`` line shows in a prompt) and
+the app on loopback ports, then for each language: the chat with one finished answer and one
+streaming, a thinking model's answer, and the comparison page after "Run 5 times". Selectors
+are ids and attributes, never words, so both languages take the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+from tests.conftest import ROOT, Simulator, free_port, start_app, stop_process, wait_for_port
+
+OUT = ROOT / "docs"
+LANGUAGES = {
+    "en": {
+        "locale": "en-US",
+        "first": "What makes a river change its course?",
+        "second": "How do streaming answers work in a chat app?",
+        "thinking": "Why is the sky blue at noon but red at sunset?",
+        "compare": "Explain what a vector database is, for a product manager.",
+    },
+    "zh": {
+        "locale": "zh-CN",
+        "first": "河流为什么会改道？",
+        "second": "聊天应用里的流式输出是怎么实现的？",
+        "thinking": "为什么天空中午是蓝色的，日落时却是红色的？",
+        "compare": "请向产品经理解释什么是向量数据库。",
+    },
+}
+
+
+def start_simulator() -> tuple[Simulator, subprocess.Popen[bytes]]:
+    port = free_port()
+    env = {**os.environ, "SIM_TTFT": "0.6", "SIM_TPS": "30", "SIM_TOKENS": "220", "SIM_SEED": "4"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, process)
+    return Simulator(port), process
+
+
+def new_chat(page: Page, base: str) -> None:
+    page.goto(base + "/")
+    page.locator("form[action='/c/new/'] button[type=submit]").first.click()
+    page.wait_for_selector('[data-connected="true"]')
+
+
+def ask(page: Page, text: str) -> None:
+    box = page.locator("#message")
+    box.fill(text)
+    box.press("Enter")
+    page.wait_for_selector('article[data-role="assistant"][data-status="streaming"]')
+
+
+def chat(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    new_chat(page, base)
+    ask(page, words["first"])
+    page.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=60000)
+    ask(page, words["second"])
+    time.sleep(3.0)  # mid-answer: the second one still streaming
+    page.screenshot(path=OUT / f"chat.{name}.png")
+
+
+def thinking(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    new_chat(page, base)
+    with page.expect_response(lambda r: r.url.endswith("/settings/")):
+        page.locator("select[name=model]").select_option("qwq-plus")
+    ask(page, words["thinking"])
+    page.wait_for_selector("[data-thought-ms]", timeout=60000)
+    time.sleep(2.0)
+    page.locator("article[data-status=streaming] details.thinking > summary").click()
+    time.sleep(0.3)
+    page.screenshot(path=OUT / f"thinking.{name}.png")
+
+
+def compare(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    page.goto(base + "/compare/")
+    page.wait_for_selector('[data-connected="true"]')
+    page.locator("#prompt").fill(words["compare"])
+    page.locator("button[data-trials='5']").click()
+    page.wait_for_selector("figure.chart svg", timeout=180000)
+    time.sleep(0.5)
+    page.screenshot(path=OUT / f"compare.{name}.png", full_page=True)
+
+
+def main() -> int:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("make screenshots needs Debian's chromium (apt-get install chromium)")
+        return 1
+    sim, sim_process = start_simulator()
+    tmp = Path(tempfile.mkdtemp(prefix="screenshots-"))
+    app, app_process = start_app(
+        tmp, {"LLM_API_BASE": sim.base_url, "LLM_PROVIDER_NAME": "Offline simulator"}
+    )
+    base = app.url
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            for name, words in LANGUAGES.items():
+                context = browser.new_context(
+                    viewport={"width": 1280, "height": 820},
+                    locale=words["locale"],
+                    device_scale_factor=1,
+                )
+                page = context.new_page()
+                for shot in (chat, thinking, compare):
+                    shot(page, base, words, name)
+                    print(f"docs/{shot.__name__}.{name}.png")
+                context.close()
+            browser.close()
+    finally:
+        stop_process(app_process)
+        stop_process(sim_process)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
