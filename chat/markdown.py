@@ -5,29 +5,135 @@ else could execute, so ``<script>`` or ``onerror=`` in an answer shows as text. 
 rendered as their alt text: a remote image would make the browser call a host of the model's
 choosing. Table cell alignment (a ``style`` attribute) is dropped: the Content-Security-Policy
 forbids inline styles.
+
+Fenced code is highlighted here with Pygments: tokens become ``<span class="k">`` and the like
+(never inline styles), coloured by ``static/chat/highlight.css`` (``manage.py highlight_css``
+writes it from ``highlight_css()``). A fence with an unknown or no language is plain escaped
+text: nothing guesses. Each code block carries its copy button; its label comes from
+``data-lang`` through CSS, so neither is part of the answer's text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import nh3
+import pygments
+import pygments.token
+from django.utils.translation import gettext
 from markdown_it import MarkdownIt
-from markdown_it.common.utils import escapeHtml
+from markdown_it.common.utils import escapeHtml, unescapeAll
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
+from pygments.formatters import HtmlFormatter
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
 
 ALLOWED_TAGS = {
-    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
-    "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th", "thead", "tr",
-    "ul",
+    "a", "blockquote", "br", "button", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5",
+    "h6", "hr", "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th",
+    "thead", "tr", "ul",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
-    "code": {"class"},
+    "button": {"aria-label", "data-copied-label"},
+    "code": {"class"},  # language-…
+    "div": {"data-lang"},
     "ol": {"start"},
 }
+# Classes are kept only where the code blocks need them: Pygments' token classes on spans.
+ALLOWED_CLASSES = {
+    "button": {"copy", "copy--code"},
+    "div": {"codeblock"},
+    "pre": {"highlight"},
+    "span": {name for name in STANDARD_TYPES.values() if name},
+}
+ATTRIBUTE_VALUES = {"button": {"type": {"button"}, "data-copy": {"code"}}}
+
+LIGHT_STYLE = "default"
+DARK_STYLE = "github-dark"
+"""Pygments styles of code blocks, light and dark (``prefers-color-scheme``); both keep every
+token at WCAG AA contrast (4.5:1) on their own background."""
+
+HIGHLIGHT_MAX_CHARS = 100_000
+"""Longer code blocks are shown plain: highlighting is linear, but not free."""
+
+_formatter = HtmlFormatter(nowrap=True)
+
+
+@lru_cache(maxsize=128)
+def _lexer(language: str) -> Lexer | None:
+    """The lexer for a fence's language name or alias (``python``, ``py``, ``js``…), or None."""
+    try:
+        # stripnl=False, ensurenl=False: the text in the page is exactly the code, to copy.
+        return get_lexer_by_name(language, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+
+
+def highlight_code(code: str, language: str) -> str:
+    """Escaped HTML of ``code``, with token spans when ``language`` is one Pygments knows."""
+    lexer = _lexer(language.lower()) if language else None
+    if lexer is None or len(code) > HIGHLIGHT_MAX_CHARS:
+        return escapeHtml(code)
+    html: str = pygments.highlight(code, lexer, _formatter)
+    return html
+
+
+def _code_block_html(code: str, language: str) -> str:
+    label = f' data-lang="{escapeHtml(language)}"' if language else ""
+    code_class = f' class="language-{escapeHtml(language)}"' if language else ""
+    # Outside the f-string: xgettext does not see calls inside one.
+    copy, copied = escapeHtml(gettext("Copy code")), escapeHtml(gettext("Copied"))
+    return (
+        f'<div class="codeblock"{label}>'
+        f'<button type="button" class="copy copy--code" data-copy="code"'
+        f' aria-label="{copy}" data-copied-label="{copied}"></button>'
+        f'<pre class="highlight"><code{code_class}>{highlight_code(code, language)}</code></pre>'
+        "</div>\n"
+    )
+
+
+def _fence(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    token = tokens[idx]
+    info = unescapeAll(token.info).strip() if token.info else ""
+    language = info.split(maxsplit=1)[0][:40] if info else ""
+    return _code_block_html(token.content, language)
+
+
+def _indented_code(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    return _code_block_html(tokens[idx].content, "")
+
+
+def highlight_css() -> str:
+    """The token colours of code blocks, light and dark: ``static/chat/highlight.css``."""
+    parts = [
+        "/* Code highlighting: Pygments token colours. Generated by `python manage.py"
+        " highlight_css` from chat/markdown.py; do not edit. */"
+    ]
+    for style, scheme in ((LIGHT_STYLE, "light"), (DARK_STYLE, "dark")):
+        formatter = HtmlFormatter(style=style)
+        background = formatter.style.background_color
+        text = formatter.style.style_for_token(pygments.token.Token)["color"]
+        color = f" color: #{text};" if text else ""  # else the page's own text colour
+        rules = [f".markdown pre.highlight {{ background: {background};{color} }}"]
+        # No error boxes: a snippet the lexer does not fully follow is still just code.
+        rules += [
+            rule
+            for rule in formatter.get_token_style_defs(".highlight")
+            if not rule.startswith((".highlight .err ", ".highlight .hll "))
+        ]
+        body = "\n".join("  " + rule for rule in rules)
+        parts.append(f"@media (prefers-color-scheme: {scheme}) {{\n{body}\n}}")
+    return "\n".join(parts) + "\n"
 
 
 def _image_as_text(
@@ -42,6 +148,8 @@ def _build_parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "breaks": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.add_render_rule("image", _image_as_text)
+    md.add_render_rule("fence", _fence)
+    md.add_render_rule("code_block", _indented_code)
     return md
 
 
@@ -50,11 +158,17 @@ _md = _build_parser()
 
 def render_markdown(text: str) -> str:
     """Return sanitised HTML for a model's markdown answer."""
-    html: str = _md.render(text)
+    return sanitize(_md.render(text))
+
+
+def sanitize(html: str) -> str:
+    """Keep only the markup markdown and the code blocks make, never anything that runs."""
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        allowed_classes=ALLOWED_CLASSES,
+        tag_attribute_values=ATTRIBUTE_VALUES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )

@@ -15,7 +15,8 @@ def test_headings_lists_tables_and_code_render() -> None:
     assert "<h1>Title</h1>" in html
     assert "<li>one</li>" in html
     assert "<table>" in html and "<td>1</td>" in html
-    assert '<code class="language-python">print(1 &lt; 2)' in html
+    assert '<code class="language-python"><span class="nb">print</span>' in html
+    assert '<span class="o">&lt;</span>' in html  # highlighted, and still escaped
 
 
 @pytest.mark.parametrize(
@@ -68,3 +69,52 @@ def test_live_blocks_end_at_blank_lines_outside_code_fences(step: int) -> None:
 def test_an_open_fence_holds_everything_back() -> None:
     blocks, tail = split_all("Intro\n\n```\ncode\n\nmore code\n", 1)
     assert blocks == ["Intro\n\n"] and tail == "```\ncode\n\nmore code\n"
+
+
+TABLE_ANSWER = (
+    "Compare them:\n\n"
+    "| River | Length |\n| --- | --- |\n| Nile | 6,650 km |\n| Amazon | 6,400 km |\n\n"
+    "The Nile is longer."
+)
+
+
+@pytest.mark.parametrize("step", [1, 4, 9])
+def test_a_table_streams_raw_until_the_blank_line_after_it_then_renders_once(step: int) -> None:
+    """As the publisher sends it: no half-built table is ever rendered (its header row alone
+    would be a paragraph, then a one-row table, and so on); it appears rendered once, whole."""
+    from chat.fragments import delta_frame
+
+    splitter = BlockSplitter()
+    rendered = []  # (how much had arrived, the frame) for frames that carried a block
+    for start in range(0, len(TABLE_ANSWER), step):
+        block = splitter.feed(TABLE_ANSWER[start : start + step])
+        frame = delta_frame(1, start + 1, "x", "", False, block=block, tail=splitter.tail)
+        if "<table>" in frame:
+            rendered.append((start + step, frame))
+        elif "| River" in TABLE_ANSWER[: start + step]:
+            assert "<table" not in frame and "<p>| River" not in frame
+    table_ends = TABLE_ANSWER.index("km |\n\n") + len("km |\n\n")
+    ((arrived, frame),) = rendered  # exactly one frame renders the table
+    assert arrived >= table_ends and arrived - step < table_ends  # as soon as the blank line came
+    assert frame.count("<table>") == 1 and frame.count("<tr>") == 3
+    assert "<td>Amazon</td>" in frame
+
+
+def test_while_a_table_grows_its_text_is_the_raw_tail() -> None:
+    splitter = BlockSplitter()
+    assert splitter.feed("Compare them:\n\n| River | Length |\n| --- |") == "Compare them:\n\n"
+    assert splitter.tail == "| River | Length |\n| --- |"
+    assert splitter.feed(" --- |\n| Nile | 6,650 km |\n") == ""  # still open: the next row?
+    block = splitter.feed("\n")
+    assert block == "| River | Length |\n| --- | --- |\n| Nile | 6,650 km |\n\n"
+    assert "<td>Nile</td>" in render_markdown(block)
+
+
+@pytest.mark.parametrize("step", [1, 2, 7])
+def test_a_fenced_block_with_blank_lines_inside_is_rendered_once_and_whole(step: int) -> None:
+    fence = "```python\ndef f():\n\n\n    return 1\n\n# done\n```\n\n"
+    blocks, tail = split_all("Intro\n\n" + fence + "After", step)
+    assert blocks == ["Intro\n\n", fence] and tail == "After"
+    html = render_markdown(blocks[1])
+    assert html.count('<div class="codeblock"') == 1
+    assert '<span class="k">def</span>' in html and "# done" in html
