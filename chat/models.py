@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 
 env_var_name = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -133,6 +134,8 @@ class Conversation(models.Model):
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.CHAT)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Deleted, but restorable (Undo) until purged: left out of every list, page and socket.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -142,7 +145,7 @@ class Conversation(models.Model):
 
     @property
     def display_title(self) -> str:
-        return self.title or "New chat"
+        return self.title or gettext("New chat")
 
     @property
     def group_name(self) -> str:
@@ -195,6 +198,13 @@ class Message(models.Model):
     # While streaming, the worker generating it touches this every save interval: an answer
     # whose heartbeat stopped belongs to a worker that died, whichever worker notices.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Versions: a regenerated answer (and an edited question) points to its first version.
+    version_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="later_versions"
+    )
+    # Not shown: an answer's other versions, and the turns an edit replaced. Kept (exports,
+    # rate limits), but left out of the page and of what the model is sent.
+    hidden = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -41,6 +41,11 @@ class Owner:
         return cls(user_id=None, session_key=key) if key else None
 
     def conversations(self) -> QuerySet[Conversation]:
+        """The owner's conversations; deleted ones (restorable until purged) are left out."""
+        return self.with_deleted().filter(deleted_at__isnull=True)
+
+    def with_deleted(self) -> QuerySet[Conversation]:
+        """Every conversation of the owner's, deleted ones too (for Undo and the purge)."""
         if self.user_id is not None:
             return Conversation.objects.filter(user_id=self.user_id)
         return Conversation.objects.filter(user__isnull=True, session_key=self.session_key)
