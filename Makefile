@@ -6,11 +6,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run install migrate test lint bench bench-workers simulator clean local-model local-model-install \
-	local-model-stop local-model-bench
+.PHONY: run install migrate test lint bench bench-page bench-workers screenshots simulator clean local-model local-model-install \
+	local-model-stop local-model-bench messages
 
-## install: the virtualenv from requirements.txt and the npm packages from package-lock.json
-install: $(VENV)/.installed node_modules/.installed
+## install: the virtualenv from requirements.txt, the npm packages from package-lock.json and the
+## compiled translations (locale/*/LC_MESSAGES/django.mo, from the .po files; needs GNU gettext)
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard locale/*/LC_MESSAGES/django.po))
+install: $(VENV)/.installed node_modules/.installed $(MO_FILES)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Only the project's own catalogues: compilemessages would otherwise walk into .venv.
+locale/%/LC_MESSAGES/django.mo: locale/%/LC_MESSAGES/django.po $(VENV)/.installed
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py compilemessages --locale $* \
+		--ignore '.*' --ignore node_modules --ignore staticfiles
+	touch $@
+
+## messages: refresh the catalogues from the sources (then translate what is new; README "Languages")
+messages: install
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py makemessages --all --add-location file \
+		$(foreach d,.* node_modules staticfiles tests bench simulator localmodel docs,--ignore '$(d)')
 
 migrate: install
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
@@ -39,13 +52,24 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: relay latency, throughput, bytes per answer byte and memory (not part of the tests)
+## bench: relay latency, throughput, bytes per answer byte and memory (not part of the tests),
+## then bench-page
 bench: install
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+	$(BIN)/python -m bench.page $(BENCH_PAGE_ARGS)
+
+## bench-page: the chat page's JavaScript (raw, gzipped) and its server render time, 200 messages
+bench-page: install
+	$(BIN)/python -m bench.page $(BENCH_PAGE_ARGS)
 
 ## bench-workers: the same streams on one worker and on two (Redis layer): latency, tok/s, scaling
 bench-workers: install
 	$(BIN)/python -m bench.workers $(BENCH_ARGS)
+
+## screenshots: the README's screenshots (chat, thinking, comparison; English and Chinese), from
+## the real app in Debian's chromium, into docs/
+screenshots: install
+	$(BIN)/python -m docs.screenshots
 
 ## simulator: the upstream simulator alone, on SIM_PORT (default 8001)
 simulator: install

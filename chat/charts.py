@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from django.utils.translation import gettext, ngettext, pgettext
+
 STREAM_COLOUR = "#1f5fd6"
 NOSTREAM_COLOUR = "#c2410c"
 
@@ -94,8 +96,20 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
     The text is escaped, although all of it is generated here from numbers.
     """
     modes = (
-        _Mode("stream", "Streaming on", "on", STREAM_COLOUR, data.stream),
-        _Mode("nostream", "Streaming off", "off", NOSTREAM_COLOUR, data.nostream),
+        _Mode(
+            "stream",
+            gettext("Streaming on"),
+            pgettext("streaming", "on"),
+            STREAM_COLOUR,
+            data.stream,
+        ),
+        _Mode(
+            "nostream",
+            gettext("Streaming off"),
+            pgettext("streaming", "off"),
+            NOSTREAM_COLOUR,
+            data.nostream,
+        ),
     )
     trials = len(data.stream)
     firsts = {
@@ -126,7 +140,7 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart-waits" role="img"'
         f' width="{width}" height="{_n(total_h)}" viewBox="0 0 {width} {_n(total_h)}"'
         f' font-size="12" fill="currentColor" aria-label="{_esc(summary)}">',
-        f"<title>{_esc('Waits per run: streaming on vs streaming off')}</title>",
+        f"<title>{_title()}</title>",
     ]
     out += _legend(plot_left, modes, medians)
 
@@ -147,9 +161,10 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
 
     for k in range(trials):
         row_top = plot_top + k * (2 * lane + _ROW_GAP)
+        run_label = gettext("Run %(number)s") % {"number": k + 1}
         out.append(
             f'<text class="chart-label chart-run" x="8" y="{_n(row_top + lane)}"'
-            f' dominant-baseline="middle" font-weight="bold">{_esc(f"Run {k + 1}")}</text>'
+            f' dominant-baseline="middle" font-weight="bold">{_esc(run_label)}</text>'
         )
         for i, mode in enumerate(modes):
             centre = row_top + i * lane + lane / 2
@@ -170,10 +185,11 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
             f' y="{_n(plot_bottom + 16)}" text-anchor="middle" font-size="11"'
             f' fill="currentColor">{_esc(f"{tick:.{decimals}f}")}</text>'
         )
+    unit = _esc(gettext("seconds"))  # (not inside the f-string: xgettext would miss it)
     out.append(
         f'<text class="chart-label chart-axis" x="{_n((plot_left + plot_right) / 2)}"'
         f' y="{_n(plot_bottom + 31)}" text-anchor="middle" font-size="11"'
-        f' fill="currentColor">seconds</text>'
+        f' fill="currentColor">{unit}</text>'
     )
 
     # Medians last, so the dashed lines stay visible over bars and dots.
@@ -245,9 +261,9 @@ def _lane(
         end = max(end, dot + _MARKER_R)
 
     if complete is None:
-        note = "failed"
+        note = gettext("failed")
     elif first is None:
-        note = f"{_seconds(complete)}, no first text"
+        note = gettext("%(seconds)s, no first text") % {"seconds": _seconds(complete)}
     else:
         note = _seconds(complete)
     failed = complete is None or first is None
@@ -265,19 +281,21 @@ def _lane(
 def _legend(left: float, modes: Sequence[_Mode], medians: dict[str, float | None]) -> list[str]:
     """Key for the shapes (top line) and the two median first-text waits (second line)."""
     y = 14.0
+    # Words first: xgettext does not see calls inside f-strings.
+    first, complete, median = gettext("first text"), gettext("complete"), gettext("median")
     out = [
         '<g class="chart-legend" fill="currentColor" stroke="currentColor">',
         f'<circle cx="{_n(left + 4)}" cy="{_n(y)}" r="{_n(_MARKER_R)}" stroke="none"/>',
         f'<text class="chart-label" x="{_n(left + 13)}" y="{_n(y)}" dominant-baseline="middle"'
-        f' stroke="none">first text</text>',
+        f' stroke="none">{_esc(first)}</text>',
         f'<rect x="{_n(left + 82)}" y="{_n(y - _BAR_H / 2)}" width="22" height="{_n(_BAR_H)}"'
         f' rx="1" stroke="none" opacity="0.55"/>',
         f'<text class="chart-label" x="{_n(left + 110)}" y="{_n(y)}" dominant-baseline="middle"'
-        f' stroke="none">complete</text>',
+        f' stroke="none">{_esc(complete)}</text>',
         f'<line x1="{_n(left + 180)}" y1="{_n(y - 6)}" x2="{_n(left + 180)}" y2="{_n(y + 6)}"'
         f' stroke-width="1.5" stroke-dasharray="4 3"/>',
         f'<text class="chart-label" x="{_n(left + 187)}" y="{_n(y)}" dominant-baseline="middle"'
-        f' stroke="none">median</text>',
+        f' stroke="none">{_esc(median)}</text>',
         "</g>",
     ]
     parts = [
@@ -285,10 +303,11 @@ def _legend(left: float, modes: Sequence[_Mode], medians: dict[str, float | None
         f"{_esc(_seconds(medians[m.key]))} ({_esc(m.short)})</tspan>"
         for m in modes
     ]
+    label = _esc(gettext("median first text:"))
+    joined = " / ".join(parts)
     out.append(
         f'<text class="chart-label chart-median-label" x="{_n(left)}" y="{_n(y + 18)}"'
-        f' dominant-baseline="middle" fill="currentColor">median first text: '
-        f"{' / '.join(parts)}</text>"
+        f' dominant-baseline="middle" fill="currentColor">{label} {joined}</text>'
     )
     return out
 
@@ -296,15 +315,20 @@ def _legend(left: float, modes: Sequence[_Mode], medians: dict[str, float | None
 def _no_data_svg(width: int, summary: str) -> str:
     """A small valid chart saying there is nothing to draw (no trials, or every one failed)."""
     h = 60
+    empty = _esc(gettext("no data"))
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart-waits" role="img"'
         f' width="{width}" height="{h}" viewBox="0 0 {width} {h}" font-size="12"'
         f' fill="currentColor" aria-label="{_esc(summary)}">'
-        f"<title>{_esc('Waits per run: streaming on vs streaming off')}</title>"
+        f"<title>{_title()}</title>"
         f'<text class="chart-label chart-empty" x="{_n(width / 2)}" y="{_n(h / 2)}"'
-        f' text-anchor="middle" dominant-baseline="middle" fill="currentColor">no data</text>'
+        f' text-anchor="middle" dominant-baseline="middle" fill="currentColor">{empty}</text>'
         f"</svg>"
     )
+
+
+def _title() -> str:
+    return _esc(gettext("Waits per run: streaming on vs streaming off"))
 
 
 def _summary(
@@ -315,30 +339,42 @@ def _summary(
 ) -> str:
     """What a screen reader announces instead of the drawing: the medians, in words."""
     if not any(v is not None for v in (*first_medians.values(), *complete_medians.values())):
-        return f"Waits per run, streaming on vs off, {_runs(trials)}: no data."
-    firsts = ", ".join(f"{_seconds(first_medians[m.key])} with streaming {m.short}" for m in modes)
-    completes = ", ".join(
-        f"{_seconds(complete_medians[m.key])} with streaming {m.short}" for m in modes
+        return ngettext(
+            "Waits per run, streaming on vs off, %(runs)d run: no data.",
+            "Waits per run, streaming on vs off, %(runs)d runs: no data.",
+            trials,
+        ) % {"runs": trials}
+    with_mode = {
+        "stream": gettext("%(seconds)s with streaming on"),
+        "nostream": gettext("%(seconds)s with streaming off"),
+    }
+    separator = gettext(", ")
+    firsts = separator.join(
+        with_mode[m.key] % {"seconds": _seconds(first_medians[m.key])} for m in modes
     )
-    return (
-        f"Waits per run, streaming on vs off, {_runs(trials)}. "
-        f"Median wait for first text: {firsts}. Median wait for the complete answer: {completes}."
+    completes = separator.join(
+        with_mode[m.key] % {"seconds": _seconds(complete_medians[m.key])} for m in modes
     )
-
-
-def _runs(trials: int) -> str:
-    return f"{trials} run" if trials == 1 else f"{trials} runs"
+    return ngettext(
+        "Waits per run, streaming on vs off, %(runs)d run. Median wait for first text: "
+        "%(firsts)s. Median wait for the complete answer: %(completes)s.",
+        "Waits per run, streaming on vs off, %(runs)d runs. Median wait for first text: "
+        "%(firsts)s. Median wait for the complete answer: %(completes)s.",
+        trials,
+    ) % {"runs": trials, "firsts": firsts, "completes": completes}
 
 
 def _seconds(value: float | None) -> str:
     """Seconds with about two significant digits, as people read waits: 0.41 s, 9.8 s, 12.3 s."""
     if value is None:
-        return "n/a"
+        return gettext("n/a")
     if value < 1:
-        return f"{value:.2f} s"
-    if value < 100:
-        return f"{value:.1f} s"
-    return f"{value:.0f} s"
+        text = f"{value:.2f}"
+    elif value < 100:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.0f}"
+    return gettext("%(seconds)s s") % {"seconds": text}
 
 
 def _valid(value: float | None) -> float | None:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from . import comparisons, providers
@@ -21,8 +22,8 @@ from .owners import Owner
 from .views import conversation_choice
 
 MODE_TITLES = {
-    ComparisonRun.Mode.STREAM: "Streaming on",
-    ComparisonRun.Mode.NOSTREAM: "Streaming off",
+    ComparisonRun.Mode.STREAM: gettext_lazy("Streaming on"),
+    ComparisonRun.Mode.NOSTREAM: gettext_lazy("Streaming off"),
 }
 
 

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import translation
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from . import fragments, providers, usage
 from .exceptions import ClientError
+from .i18n import duration
 from .models import ComparisonResult, ComparisonRun, Conversation, Message
 from .owners import Owner
 from .services import GenerationService, Turn, create_turn, get_service
@@ -35,16 +40,16 @@ DONE_FRAME = '<span id="compare-done" hx-swap-oob="true" data-done hidden></span
 PROMPT_LIMIT = 4000
 SERVER_FIGURES_DELAY = 1.5  # seconds a browser has to report a trial before the server's show
 PRESETS = [
-    ("Short question", "What is the capital of Australia, and why is it not Sydney?"),
+    (_("Short question"), "What is the capital of Australia, and why is it not Sydney?"),
     ("短问题", "为什么天空是蓝色的?请简单回答。"),
     (
-        "Long essay",
+        _("Long essay"),
         "Write a detailed essay (about 800 words) on how streaming responses change the way "
         "people experience AI assistants, with headings and a short conclusion.",
     ),
     ("长文章", "请写一篇约800字的文章,介绍流式输出如何改善大模型应用的用户体验,包含小标题和总结。"),
     (
-        "Code",
+        _("Code"),
         "Write a Python function that parses Server-Sent Events from a byte stream, "
         "with tests, and explain the tricky cases.",
     ),
@@ -83,14 +88,15 @@ def create_run(owner: Owner, prompt: str, model: str, trials: int) -> Comparison
     """Check the request and save the run with its two (empty) sides; nothing is sent yet."""
     prompt = prompt.strip()
     if not prompt:
-        raise ClientError("Type a prompt first.")
+        raise ClientError(gettext("Type a prompt first."))
     if len(prompt) > PROMPT_LIMIT:
         raise ClientError(
-            f"That prompt is too long ({len(prompt):,} characters; at most {PROMPT_LIMIT:,})."
+            gettext("That prompt is too long (%(length)s characters; at most %(limit)s).")
+            % {"length": f"{len(prompt):,}", "limit": f"{PROMPT_LIMIT:,}"}
         )
     upstream, model = providers.parse_choice(model)
     if trials not in TRIAL_CHOICES:
-        raise ClientError("A comparison runs once or 5 times.")
+        raise ClientError(gettext("A comparison runs once or 5 times."))
     title = " ".join(prompt.split())[:50]
     usage.check_rate(owner.user_id, owner.session_key, needed=trials * len(MODES))
     sides = {}
@@ -215,12 +221,11 @@ def side_of(result: ComparisonResult) -> Side:
 
 
 def seconds(value: float | None) -> str:
-    """0.41 s below a second, 9.8 s below a hundred: as precise as a person reads it."""
+    """0.41 s below a second, 9.8 s below a hundred: as precise as a person reads it (and in
+    the active language: "0.41 秒")."""
     if value is None:
         return "—"
-    if value < 1:
-        return f"{value:.2f} s"
-    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+    return duration(value, 2 if value < 1 else 1 if value < 100 else 0)
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -232,30 +237,54 @@ def verdict(stream: Sequence[Side], nostream: Sequence[Side]) -> str:
     """The plain sentence between the panes (medians when there are several trials)."""
     if not stream or not nostream:
         return ""
-    if all(s.failed for s in stream) or all(s.failed for s in nostream):
-        failed = "streaming" if all(s.failed for s in stream) else "non-streaming"
-        return f"The {failed} side failed, so there is nothing to compare yet."
+    if all(s.failed for s in stream):
+        return gettext("The streaming side failed, so there is nothing to compare yet.")
+    if all(s.failed for s in nostream):
+        return gettext("The non-streaming side failed, so there is nothing to compare yet.")
     on_first = _median([s.first_text_s for s in stream if not s.failed])
     off_first = _median([s.first_text_s for s in nostream if not s.failed])
     on_done = _median([s.complete_s for s in stream if not s.failed])
     off_done = _median([s.complete_s for s in nostream if not s.failed])
     if on_first is None or off_first is None:
         return ""
-    prefix = f"Over {len(stream)} runs (medians), with" if len(stream) > 1 else "With"
-    sentence = f"{prefix} streaming, reading began after {seconds(on_first)} instead of "
-    sentence += f"{seconds(off_first)}"
+    # Whole clauses, not pieces, so that each language can order its words.
+    runs = len(stream)
+    values = {"on": seconds(on_first), "off": seconds(off_first), "runs": runs}
     if on_first > 0 and off_first > on_first:
-        sentence += f" ({off_first / on_first:.0f}× sooner)"
-    if on_done is not None and off_done is not None:
-        longer = max(on_done, off_done)
-        if abs(on_done - off_done) <= 0.15 * longer:
-            sentence += "; both answers took about as long to finish."
+        values["times"] = f"{off_first / on_first:.0f}"
+        if runs > 1:
+            reading = ngettext(
+                "Over %(runs)d run (medians), with streaming, reading began after %(on)s "
+                "instead of %(off)s (%(times)s× sooner)",
+                "Over %(runs)d runs (medians), with streaming, reading began after %(on)s "
+                "instead of %(off)s (%(times)s× sooner)",
+                runs,
+            )
         else:
-            faster = "streamed" if on_done < off_done else "non-streamed"
-            sentence += f"; the {faster} answer finished {seconds(abs(on_done - off_done))} sooner."
+            reading = gettext(
+                "With streaming, reading began after %(on)s instead of %(off)s (%(times)s× sooner)"
+            )
+    elif runs > 1:
+        reading = ngettext(
+            "Over %(runs)d run (medians), with streaming, reading began after %(on)s "
+            "instead of %(off)s",
+            "Over %(runs)d runs (medians), with streaming, reading began after %(on)s "
+            "instead of %(off)s",
+            runs,
+        )
     else:
-        sentence += "."
-    return sentence
+        reading = gettext("With streaming, reading began after %(on)s instead of %(off)s")
+    reading %= values
+    if on_done is None or off_done is None:
+        return gettext("%(reading)s.") % {"reading": reading}
+    gap = {"seconds": seconds(abs(on_done - off_done))}
+    if abs(on_done - off_done) <= 0.15 * max(on_done, off_done):
+        finish = gettext("both answers took about as long to finish")
+    elif on_done < off_done:
+        finish = gettext("the streamed answer finished %(seconds)s sooner") % gap
+    else:
+        finish = gettext("the non-streamed answer finished %(seconds)s sooner") % gap
+    return gettext("%(reading)s; %(finish)s.") % {"reading": reading, "finish": finish}
 
 
 def run_sides(run: ComparisonRun) -> dict[str, list[Side]]:
@@ -278,10 +307,20 @@ class ComparisonService:
         self._background: set[asyncio.Task[None]] = set()  # strong refs until they finish
 
     def launch(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
-        """Start the run's trials in a task of their own (the socket may close meanwhile)."""
+        """Start the run's trials in a task of their own (the socket may close meanwhile).
+
+        Its frames are written in the active language (the socket's that asked for the run).
+        """
+        language = translation.get_language() or settings.LANGUAGE_CODE
         self.running[run.pk] = asyncio.create_task(
-            self._drive(owner, run, origin), name=f"comparison-{run.pk}"
+            self._drive_in(language, owner, run, origin), name=f"comparison-{run.pk}"
         )
+
+    async def _drive_in(
+        self, language: str, owner: Owner, run: ComparisonRun, origin: str | None
+    ) -> None:
+        with translation.override(language):
+            await self._drive(owner, run, origin)
 
     async def _drive(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
         try:
@@ -301,7 +340,8 @@ class ComparisonService:
         except Exception:
             logger.exception("comparison %s failed", run.pk)
             await self._publish(
-                run.pk, fragments.alert_frame("The comparison stopped on an internal error.")
+                run.pk,
+                fragments.alert_frame(gettext("The comparison stopped on an internal error.")),
             )
         finally:
             self.running.pop(run.pk, None)

@@ -14,16 +14,20 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import translation
+from django.utils.translation import gettext
 
 from . import comparisons, fragments
 from .compare_views import render_figures, render_run
 from .exceptions import ClientError
+from .i18n import language_from_scope
 from .models import ComparisonRun, Message, conversation_group, session_group
 from .owners import Owner
 from .services import (
     FRAME_EVENT,
     SNAPSHOT_EVENT,
     Generation,
+    ended_answers,
     get_conversation,
     get_service,
     saved_answer,
@@ -42,6 +46,7 @@ SNAPSHOT_WAIT = 2.0
 # How long an answer shown as streaming may go without a frame before the database is asked
 # whether it ended (its final frame lost) or its worker died. A slow upstream costs one query.
 SILENCE_CHECK = 5.0
+SYNC_LIMIT = 50  # answers a page may ask about after a reconnect
 
 
 class FrameConsumer(AsyncJsonWebsocketConsumer):
@@ -56,6 +61,7 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
     owner: Owner
     seen: dict[int, int]  # answer id -> the last frame seq this socket has shown
     shows_chrome = False  # the chat page's Send/Stop button, title and alerts
+    language = ""  # chosen from the handshake on connect (see ``choose_language``)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,15 +76,15 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         """Runs for each ws-send; a refused request gets an alert and the socket stays open."""
         try:
             if text_data is None:
-                raise ClientError("Binary messages are not accepted.")
+                raise ClientError(gettext("Binary messages are not accepted."))
             if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode()) > MAX_FRAME_BYTES:
-                raise ClientError("That request is too large.")
+                raise ClientError(gettext("That request is too large."))
             try:
                 content = await self.decode_json(text_data)
             except ValueError as exc:
-                raise ClientError("That request was not valid JSON.") from exc
+                raise ClientError(gettext("That request was not valid JSON.")) from exc
             if not isinstance(content, dict):
-                raise ClientError("That request was not understood.")
+                raise ClientError(gettext("That request was not understood."))
             await self.handle(content)
         except ClientError as error:
             await self.send(text_data=fragments.alert_frame(error.message))
@@ -97,7 +103,21 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         elif message["type"] == SNAPSHOT_EVENT:
             await self.chat_snapshot(message)
         else:
+            if not self.language:  # the first message: websocket.connect
+                await self.choose_language()
             await super().dispatch(message)
+
+    async def choose_language(self) -> None:
+        """Runs once, before connect: this socket's language, chosen like a page's (the
+        django_language cookie, the session, Accept-Language).
+
+        Activated in the consumer's own task, which handles every message of this socket, so
+        its alerts, snapshots and logs are written in it (and so are the turns it asks for:
+        an answer's frames are written once, in the language of the socket that asked). Once,
+        not per message: forwarding a frame renders nothing and should stay that cheap.
+        """
+        self.language = await database_sync_to_async(language_from_scope)(self.scope)
+        translation.activate(self.language)
 
     async def join_session_group(self) -> None:
         """A signed-in socket listens for its session's end (see ``accounts``)."""
@@ -113,7 +133,7 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         """Signed out (in this tab or another): say so and close; the page cannot reconnect."""
-        await self.send(text_data=fragments.alert_frame("You have signed out."))
+        await self.send(text_data=fragments.alert_frame(gettext("You have signed out.")))
         await self.close(code=CLOSE_SIGNED_OUT)
 
     def stop_watching(self) -> None:
@@ -249,6 +269,21 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
     def frame_html(self, event: dict[str, Any]) -> str:
         return str(event["html"])
 
+    async def sync(self, answers: Any) -> None:
+        """After a reconnect the page names the answers it still shows as streaming; those that
+        ended meanwhile (their final frame went to the old socket) get their final frame now.
+        Those still streaming were caught up on connect."""
+        if not isinstance(answers, list) or len(answers) > SYNC_LIMIT:
+            raise ClientError(gettext("That request was not understood."))
+        ids = {_int(answer, "answer") for answer in answers}
+        for view in await database_sync_to_async(ended_answers)(self.conversation_ids(), ids):
+            if view.id not in self.live and view.id not in self.pending:
+                await self._send_final(view)
+
+    def conversation_ids(self) -> list[int]:
+        """The conversations this socket shows."""
+        raise NotImplementedError
+
     async def catch_up(self, conversation_id: int) -> None:
         """Answers already streaming, here or on another worker: their text so far, then only
         later frames.
@@ -295,21 +330,32 @@ class ChatConsumer(FrameConsumer):
             )
 
     async def handle(self, content: dict[str, Any]) -> None:
-        """A new message, Stop or Retry."""
+        """A new message, an edited one, Stop or Retry."""
         action = content.get("action", "send")
         service = get_service()
         if action == "send":
             message = content.get("message")
             if not isinstance(message, str):
-                raise ClientError("Type a message first.")
+                raise ClientError(gettext("Type a message first."))
             await service.send(self.owner, self.conversation_id, message, self.channel_name)
         elif action == "stop":
             await service.stop(self.conversation_id, _int(content.get("answer"), "answer"))
         elif action == "retry":
             answer_id = _int(content.get("answer"), "answer")
             await service.retry(self.owner, self.conversation_id, answer_id, self.channel_name)
+        elif action == "sync":
+            await self.sync(content.get("answers"))
+        elif action == "edit":
+            message_id = _int(content.get("message"), "message")
+            text = content.get("text")
+            if not isinstance(text, str):
+                raise ClientError(gettext("Type a message first."))
+            await service.edit(self.owner, self.conversation_id, message_id, text)
         else:
-            raise ClientError("That request was not understood.")
+            raise ClientError(gettext("That request was not understood."))
+
+    def conversation_ids(self) -> list[int]:
+        return [self.conversation_id]
 
     def frame_html(self, event: dict[str, Any]) -> str:
         html = event["html"] + event["chrome"]
@@ -327,13 +373,14 @@ class CompareConsumer(FrameConsumer):
     """
 
     groups_joined: list[str]
+    sides: list[int]  # the followed run's two conversations
 
     async def connect(self) -> None:
         owner = Owner.from_scope(self.scope)
         if owner is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.owner, self.groups_joined, self.seen = owner, [], {}
+        self.owner, self.groups_joined, self.seen, self.sides = owner, [], {}, []
         run_id = self.scope["url_route"]["kwargs"].get("run_id")
         run = None
         if run_id is not None:
@@ -346,6 +393,9 @@ class CompareConsumer(FrameConsumer):
         if run is not None:
             await self._follow(run)
 
+    def conversation_ids(self) -> list[int]:
+        return list(self.sides)
+
     async def disconnect(self, code: int) -> None:
         self.stop_watching()
         await self.leave_session_group()
@@ -357,6 +407,7 @@ class CompareConsumer(FrameConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         sides = [run.stream_conversation_id, run.nostream_conversation_id]
+        self.sides = sides
         self.groups_joined = [comparisons.comparison_group(run.pk)]
         self.groups_joined += [conversation_group(pk) for pk in sides]
         for group in self.groups_joined:
@@ -370,13 +421,15 @@ class CompareConsumer(FrameConsumer):
             await self._run(content)
         elif action == "timings":
             await self._timings(content)
+        elif action == "sync":
+            await self.sync(content.get("answers"))
         else:
-            raise ClientError("That request was not understood.")
+            raise ClientError(gettext("That request was not understood."))
 
     async def _run(self, content: dict[str, Any]) -> None:
         prompt, model = content.get("prompt"), content.get("model")
         if not isinstance(prompt, str) or not isinstance(model, str):
-            raise ClientError("Type a prompt first.")
+            raise ClientError(gettext("Type a prompt first."))
         trials = _int(content.get("trials", 1), "trials")
         run = await database_sync_to_async(comparisons.create_run)(
             self.owner, prompt, model, trials
@@ -389,7 +442,7 @@ class CompareConsumer(FrameConsumer):
         run_id, trial = _int(content.get("run"), "run"), _int(content.get("trial"), "trial")
         mode = content.get("mode")
         if mode not in comparisons.MODES:
-            raise ClientError("That request was not understood.")
+            raise ClientError(gettext("That request was not understood."))
         await database_sync_to_async(comparisons.save_browser_timings)(
             self.owner,
             run_id,
@@ -412,7 +465,7 @@ def _int(value: Any, name: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError) as exc:
-        raise ClientError(f"That request named no {name}.") from exc
+        raise ClientError(gettext("That request named no %(name)s.") % {"name": name}) from exc
 
 
 def _milliseconds(value: Any) -> float | None:
@@ -422,7 +475,7 @@ def _milliseconds(value: Any) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
-        raise ClientError("That timing was not a number.") from exc
+        raise ClientError(gettext("That timing was not a number.")) from exc
     if not 0 <= number <= 3_600_000:
-        raise ClientError("That timing was out of range.")
+        raise ClientError(gettext("That timing was out of range."))
     return number

@@ -9,12 +9,16 @@ plain data (``MessageView``), never from ORM objects, so rendering never touches
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
 from django.conf import settings
+from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
+from django.utils.translation import gettext, pgettext
 
+from .i18n import duration, upstream_message
 from .markdown import render_markdown
 from .models import Message, answer_outcome
 
@@ -49,6 +53,8 @@ class MessageView:
     buffered: bool = False  # stream off, but the model only streams: the server buffered it
     provider_name: str = ""
     thinking_s: float | None = None  # while streaming: seconds the model has been thinking
+    conversation_id: int | None = None
+    version_ids: tuple[int, ...] = ()  # a regenerated answer's versions, oldest first
 
     @property
     def outcome(self) -> str:
@@ -99,8 +105,31 @@ class MessageView:
     def can_retry(self) -> bool:
         return self.is_latest and self.status in {Message.Status.ERROR, Message.Status.STOPPED}
 
+    @property
+    def can_regenerate(self) -> bool:
+        return self.is_latest and self.status == Message.Status.COMPLETE
 
-def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
+    @property
+    def versions(self) -> int:
+        return len(self.version_ids) or 1
+
+    @property
+    def version(self) -> int:
+        """This version's number, from 1 (the first answer) to ``versions`` (the newest)."""
+        return self.version_ids.index(self.id) + 1 if self.id in self.version_ids else 1
+
+    @property
+    def previous_version(self) -> int | None:
+        return self.version_ids[self.version - 2] if self.version > 1 else None
+
+    @property
+    def next_version(self) -> int | None:
+        return self.version_ids[self.version] if self.version < len(self.version_ids) else None
+
+
+def message_view(
+    message: Message, *, is_latest: bool = False, version_ids: tuple[int, ...] = ()
+) -> MessageView:
     return MessageView(
         id=message.pk,
         role=message.role,
@@ -124,6 +153,8 @@ def message_view(message: Message, *, is_latest: bool = False) -> MessageView:
         is_latest=is_latest,
         buffered=not message.streamed and is_stream_only(message.model),
         provider_name=message.provider_name,
+        conversation_id=message.conversation_id,
+        version_ids=version_ids,
     )
 
 
@@ -179,18 +210,30 @@ def turn_frame(
     *,
     stale_retry: int | None,
     new_title: str = "",
+    replaces: int | None = None,
+    log: Sequence[MessageView] | None = None,
 ) -> Frame:
-    """A new exchange: the user's message (none on retry) and the empty answer join the log."""
+    """A new exchange: the user's message (none on retry) and the empty answer join the log.
+
+    A regenerated answer takes the place of the version it ``replaces``; after an edit the
+    ``log`` (the messages before the edited one) is redrawn first, and the turn appended to it.
+    """
     articles = (render_message(user) if user else "") + render_message(answer)
     stale = (
         f'<button id="retry-{stale_retry}" hx-swap-oob="delete"></button>' if stale_retry else ""
     )
     titled = title_frame(conversation_id, new_title) if new_title else ""
+    redrawn = log_frame(conversation_id, list(log)) if log is not None else ""
+    if replaces is not None:
+        placed = render_message(answer, oob=f"outerHTML:#message-{replaces}")
+    else:
+        placed = f'<div hx-swap-oob="beforeend:#{log_id(conversation_id)}">{articles}</div>'
     return Frame(
-        body=stale + f'<div hx-swap-oob="beforeend:#{log_id(conversation_id)}">{articles}</div>',
+        body=stale + redrawn + placed,
         chrome=titled
         + render_composer_actions(answer.id)
-        + '<div id="alerts" hx-swap-oob="innerHTML"></div>',
+        + '<div id="alerts" hx-swap-oob="innerHTML"></div>'
+        + ANNOUNCER_CLEAR,
     )
 
 
@@ -239,22 +282,53 @@ def delta_frame(
 def thinking_status(
     answer_id: int, *, elapsed_s: float | None = None, thought_ms: float | None = None
 ) -> str:
-    """The Thinking block's summary: a live "Thinking… 1.2 s", then "Thought for 3.4 s"."""
+    """The Thinking block's summary: a live "Thinking… 1.2 s", then "Thought for 3.4 s"
+    (in the active language; the live timer takes its words from ``data-label``/``data-unit``)."""
     if thought_ms is not None:
+        thought = gettext("Thought for %(seconds)s s") % {
+            "seconds": floatformat(thought_ms / 1000, 1)
+        }
         return (
             f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
-            f' data-thought-ms="{thought_ms:.1f}">Thought for {thought_ms / 1000:.1f} s</span>'
+            f' data-thought-ms="{thought_ms:.1f}">{escape(thought)}</span>'
         )
+    label = gettext("Thinking…")
+    unit = pgettext("seconds, after a number", "s")
     return (
         f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
-        f' data-timer data-label="Thinking…" data-elapsed="{elapsed_s or 0:.3f}">'
-        f"Thinking… {elapsed_s or 0:.1f} s</span>"
+        f' data-timer data-label="{escape(label)}" data-unit="{escape(unit)}"'
+        f' data-elapsed="{elapsed_s or 0:.3f}">'
+        f"{escape(label)} {escape(duration(elapsed_s or 0, 1))}</span>"
     )
 
 
 def final_frame(answer: MessageView) -> Frame:
     """The finished answer replaces the live one: markdown rendered once, figures shown."""
-    return Frame(render_message(answer, oob="outerHTML"), render_composer_actions(None))
+    return Frame(
+        render_message(answer, oob="outerHTML"),
+        render_composer_actions(None) + announcer_frame(announcement(answer)),
+    )
+
+
+ANNOUNCER_CLEAR = '<div id="announcer" hx-swap-oob="innerHTML"></div>'
+"""A new turn empties the chat page's announcer, so the next ending is news even if worded
+the same."""
+
+
+def announcement(answer: MessageView) -> str:
+    """How an answer ended, in a few words, for screen readers: the log itself is not live
+    (it would read every token), so the page's ``#announcer`` says it once, at the end."""
+    if answer.status == Message.Status.ERROR:
+        return upstream_message(answer.error_message) or gettext("The answer failed.")
+    if answer.status == Message.Status.STOPPED:
+        return gettext("Answer stopped.")
+    if answer.finish_reason == "length":
+        return gettext("Answer complete, truncated at the length limit.")
+    return gettext("Answer complete.")
+
+
+def announcer_frame(text: str) -> str:
+    return f'<div id="announcer" hx-swap-oob="innerHTML">{escape(text)}</div>'
 
 
 def snapshot_frame(answer: MessageView) -> Frame:

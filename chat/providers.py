@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from .exceptions import ClientError
+from .i18n import upstream_message
 from .models import Provider
 
 DEFAULT_KEY = "default"
@@ -59,10 +61,10 @@ class Upstream:
     def missing_key(self) -> str | None:
         """Why this provider cannot be asked (its key variable is unset), or None."""
         if self.api_key_env and not os.environ.get(self.api_key_env):
-            return (
-                f"The provider “{self.name}” has no API key: the environment variable "
-                f"{self.api_key_env} is not set on the server."
-            )
+            return gettext(
+                "The provider “%(name)s” has no API key: the environment variable "
+                "%(variable)s is not set on the server."
+            ) % {"name": self.name, "variable": self.api_key_env}
         return None
 
     def choice(self, model: str) -> str:
@@ -125,7 +127,7 @@ def upstream_for(provider_id: int | None) -> Upstream:
     provider = Provider.objects.filter(pk=provider_id, enabled=True).first()
     if provider is None:
         raise ClientError(
-            "This conversation's provider was removed or disabled: pick another model."
+            gettext("This conversation's provider was removed or disabled: pick another model.")
         )
     return from_provider(provider)
 
@@ -143,7 +145,7 @@ def parse_choice(value: str) -> tuple[Upstream, str]:
     if upstream is None:
         upstream = default_upstream()
     if model not in upstream.models:
-        raise ClientError(f"Unknown model “{value}”.")
+        raise ClientError(gettext("Unknown model “%(model)s”.") % {"model": value})
     return upstream, model
 
 
@@ -155,5 +157,6 @@ def picker(selected: str = "") -> list[dict[str, object]]:
             {"value": upstream.choice(m), "label": m, "selected": upstream.choice(m) == selected}
             for m in upstream.models
         ]
-        groups.append({"label": upstream.name, "options": options, "simulator": upstream.simulator})
+        label = upstream_message(upstream.name)  # "Offline simulator" in the reader's language
+        groups.append({"label": label, "options": options, "simulator": upstream.simulator})
     return groups

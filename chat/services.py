@@ -21,6 +21,7 @@ import asyncio
 import logging
 import sys
 import time
+import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +33,14 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from . import fragments, llm, providers, usage
 from .exceptions import ClientError
+from .logformat import log_answer
 from .markdown import BlockSplitter
-from .models import Conversation, Message, conversation_group
+from .models import Conversation, Message, answer_outcome, conversation_group
 from .owners import Owner
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ STOP_EVENT = "generation.stop"
 SNAPSHOT_REQUEST = "generation.snapshot"
 SNAPSHOT_EVENT = "chat.snapshot"  # the reply, to one socket's channel
 GROUP_REFRESH = 3600.0  # seconds; channels-redis forgets group members after a day
+FINAL_FRAME_GRACE = 0.5  # seconds a stopping worker waits after its last answer ended
 INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
 
 
@@ -77,6 +81,11 @@ class Turn:
     user: fragments.MessageView | None = None
     stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
     new_title: str = ""
+    replaces: int | None = None  # a new version takes this (now hidden) version's place
+    log: tuple[fragments.MessageView, ...] | None = None  # after an edit: the log before it
+    # The language of the socket that asked (active when the turn is made): every frame of
+    # the answer, broadcast to all sockets showing the conversation, is written in it.
+    language: str = field(default_factory=lambda: translation.get_language() or "")
 
 
 def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
@@ -94,8 +103,10 @@ def _upstream(conversation: Conversation) -> providers.Upstream:
     upstream = providers.upstream_for(conversation.provider_id)
     if conversation.model not in upstream.models:
         raise ClientError(
-            f"The model “{conversation.model}” is no longer offered by {upstream.name}: "
-            "pick another model."
+            gettext(
+                "The model “%(model)s” is no longer offered by %(provider)s: pick another model."
+            )
+            % {"model": conversation.model, "provider": upstream.name}
         )
     problem = upstream.missing_key()
     if problem:
@@ -106,8 +117,41 @@ def _upstream(conversation: Conversation) -> providers.Upstream:
 def _history(conversation: Conversation) -> list[Message]:
     """The conversation's messages in order: read once per turn, for every check and context."""
     return list(
-        conversation.messages.only("id", "role", "content", "status", "created_at", "heartbeat_at")
+        conversation.messages.filter(hidden=False).only(
+            "id", "role", "content", "status", "created_at", "heartbeat_at", "version_of"
+        )
     )
+
+
+def version_groups(conversation_id: int) -> dict[int, tuple[int, ...]]:
+    """Every regenerated answer's versions, oldest first, by the id of its first version."""
+    groups: dict[int, list[int]] = {}
+    later = Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT, version_of__isnull=False
+    ).values_list("version_of_id", "pk")
+    for first, pk in later:
+        groups.setdefault(first, [first]).append(pk)
+    return {first: tuple(ids) for first, ids in groups.items()}
+
+
+def versions_of(row: Message, groups: Mapping[int, tuple[int, ...]]) -> tuple[int, ...]:
+    """An answer's versions (empty if it has only the one)."""
+    if row.role != Message.Role.ASSISTANT:
+        return ()
+    return groups.get(row.version_of_id or row.pk, ())
+
+
+def shown_views(
+    conversation_id: int, rows: Sequence[Message], *, latest: bool
+) -> list[fragments.MessageView]:
+    """Views of shown messages, with their versions; ``latest``: the last one is the latest."""
+    groups = version_groups(conversation_id)
+    return [
+        fragments.message_view(
+            row, is_latest=latest and index == len(rows) - 1, version_ids=versions_of(row, groups)
+        )
+        for index, row in enumerate(rows)
+    ]
 
 
 def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
@@ -128,7 +172,8 @@ def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, 
     return messages
 
 
-def _settle(pks: list[int]) -> None:
+def settle_answers(pks: list[int]) -> None:
+    """Mark these answers interrupted (text kept) if they are still "streaming"."""
     Message.objects.filter(pk__in=pks, status=Message.Status.STREAMING).update(
         status=Message.Status.ERROR,
         error_kind="interrupted",
@@ -153,7 +198,7 @@ def settle_orphans(conversation: Conversation, live: set[int]) -> None:
     )
     orphans = [row.pk for row in streaming if is_orphan(row, live)]
     if orphans:
-        _settle(orphans)
+        settle_answers(orphans)
 
 
 def _check_idle(rows: list[Message], live: set[int]) -> None:
@@ -161,11 +206,13 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
     streaming = [row for row in rows if row.status == Message.Status.STREAMING]
     orphans = [row for row in streaming if is_orphan(row, live)]
     if orphans:
-        _settle([row.pk for row in orphans])
+        settle_answers([row.pk for row in orphans])
         for row in orphans:
             row.status = Message.Status.ERROR
     if len(orphans) < len(streaming):
-        raise ClientError("An answer is still streaming: stop it or wait for it to finish.")
+        raise ClientError(
+            gettext("An answer is still streaming: stop it or wait for it to finish.")
+        )
 
 
 def _count_request(conversation: Conversation, *, rate_checked: bool = False) -> None:
@@ -178,7 +225,9 @@ def _count_request(conversation: Conversation, *, rate_checked: bool = False) ->
         usage.count_request(conversation.user_id)
 
 
-def _new_answer(conversation: Conversation, upstream: providers.Upstream) -> Message:
+def _new_answer(
+    conversation: Conversation, upstream: providers.Upstream, version_of: int | None = None
+) -> Message:
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -187,13 +236,14 @@ def _new_answer(conversation: Conversation, upstream: providers.Upstream) -> Mes
         provider_name=upstream.name,
         streamed=conversation.stream,
         heartbeat_at=timezone.now(),
+        version_of_id=version_of,
     )
 
 
 def _owned(owner: Owner, conversation_id: int) -> Conversation:
     conversation = get_conversation(owner, conversation_id)
     if conversation is None:
-        raise ClientError("This conversation no longer exists.")
+        raise ClientError(gettext("This conversation no longer exists."))
     return conversation
 
 
@@ -205,14 +255,7 @@ def create_turn(
     ``standalone`` sends the message without the conversation's earlier turns (each trial of
     a comparison is the same single question, not a follow-up).
     """
-    text = text.strip()
-    if not text:
-        raise ClientError("Type a message first.")
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    if len(text) > limit:
-        raise ClientError(
-            f"That message is too long ({len(text):,} characters; at most {limit:,})."
-        )
+    text = _message_text(text)
     with transaction.atomic():
         conversation = _owned(owner, conversation_id)
         upstream = _upstream(conversation)
@@ -248,8 +291,26 @@ def create_turn(
     )
 
 
+def _message_text(text: str) -> str:
+    """A message as it will be saved, or a ClientError saying why it cannot be."""
+    text = text.strip()
+    if not text:
+        raise ClientError(gettext("Type a message first."))
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise ClientError(
+            gettext("That message is too long (%(length)s characters; at most %(limit)s).")
+            % {"length": f"{len(text):,}", "limit": f"{limit:,}"}
+        )
+    return text
+
+
 def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[int]) -> Turn:
-    """A fresh answer to the same question; the failed or stopped one stays in the history."""
+    """A new version of the latest answer (Retry, Regenerate), answering the same question.
+
+    The version it replaces is kept, hidden; the reader can show it again (‹ 1 / 2 ›), and
+    whichever version is shown is the one later questions send as context.
+    """
     with transaction.atomic():
         conversation = _owned(owner, conversation_id)
         upstream = _upstream(conversation)
@@ -257,21 +318,72 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         _check_idle(rows, live)
         latest = rows[-1] if rows else None
         if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
-            raise ClientError("Only the latest answer can be retried.")
+            raise ClientError(gettext("Only the latest answer can be retried."))
         _count_request(conversation)
-        answer = _new_answer(conversation, upstream)
+        first = latest.version_of_id or latest.pk
+        Message.objects.filter(pk=latest.pk).update(hidden=True)
+        answer = _new_answer(conversation, upstream, version_of=first)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
+        version_ids = version_groups(conversation.pk)[first]
     return Turn(
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
         context=_context(conversation, rows[:-1]),
-        answer=fragments.message_view(answer, is_latest=True),
+        answer=fragments.message_view(answer, is_latest=True, version_ids=version_ids),
         upstream=upstream,
         options=request_options(conversation),
         user_id=conversation.user_id,
         stale_retry=latest.pk,
+        replaces=latest.pk,
+    )
+
+
+def create_edit(
+    owner: Owner, conversation_id: int, message_id: int, text: str, live: set[int]
+) -> Turn:
+    """Replace one of the user's messages with ``text`` and answer it anew.
+
+    The edited message and every turn after it leave the conversation: hidden, not deleted
+    (exports keep them, marked, and their answers still count toward the rate limit). The new
+    text is saved before anything is sent upstream, and answered with the turns before it.
+    """
+    text = _message_text(text)
+    with transaction.atomic():
+        conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
+        rows = list(conversation.messages.filter(hidden=False))
+        _check_idle(rows, live)
+        mine = [row.pk == message_id and row.role == Message.Role.USER for row in rows]
+        index = mine.index(True) if any(mine) else None
+        if index is None:  # unknown, someone else's, an answer, or already replaced: all alike
+            raise ClientError(gettext("That message can no longer be edited."))
+        _count_request(conversation)
+        edited = rows[index]
+        Message.objects.filter(pk__in=[row.pk for row in rows[index:]]).update(hidden=True)
+        user = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            version_of_id=edited.version_of_id or edited.pk,
+        )
+        answer = _new_answer(conversation, upstream)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        earlier = rows[:index]
+        log = tuple(shown_views(conversation.pk, earlier, latest=False))
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, [*earlier, user]),
+        answer=fragments.message_view(answer, is_latest=True),
+        upstream=upstream,
+        options=request_options(conversation),
+        user_id=conversation.user_id,
+        user=fragments.message_view(user),
+        log=log,
     )
 
 
@@ -310,18 +422,24 @@ def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.Mess
         return None
     streaming = message.status == Message.Status.STREAMING
     if live is not None and streaming and is_orphan(message, live):
-        _settle([message.pk])
+        settle_answers([message.pk])
         message.refresh_from_db()
-    return fragments.message_view(message, is_latest=True)
+    versions = versions_of(message, version_groups(message.conversation_id))
+    return fragments.message_view(message, is_latest=True, version_ids=versions)
+
+
+def ended_answers(conversation_ids: list[int], ids: set[int]) -> list[fragments.MessageView]:
+    """Of ``ids``, the answers in these conversations that are no longer streaming."""
+    rows = Message.objects.filter(
+        pk__in=ids, conversation_id__in=conversation_ids, role=Message.Role.ASSISTANT
+    ).exclude(status=Message.Status.STREAMING)
+    return [view for row in rows if (view := saved_answer(row.pk)) is not None]
 
 
 def saved_log(conversation_id: int, *, with_retry: bool) -> str:
     """The conversation's messages as saved, for a socket that missed an answer's first frame."""
-    rows = list(Message.objects.filter(conversation_id=conversation_id).order_by("pk"))
-    views = [
-        fragments.message_view(row, is_latest=with_retry and index == len(rows) - 1)
-        for index, row in enumerate(rows)
-    ]
+    shown = Message.objects.filter(conversation_id=conversation_id, hidden=False)
+    views = shown_views(conversation_id, list(shown.order_by("pk")), latest=with_retry)
     return fragments.log_frame(conversation_id, views)
 
 
@@ -350,6 +468,8 @@ class Generation:
     pending_reasoning: list[str] = field(default_factory=list)
     seq: int = 0
     lost_frames: int = 0  # frames the channel layer refused (logged once per answer)
+    # Ours, per answer: in the log lines and sent upstream as X-Request-Id (beside theirs).
+    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # How many parts of text/reasoning the published frames hold (what a snapshot may show).
     shown_text: int = 0
     shown_reasoning: int = 0
@@ -374,6 +494,11 @@ class Generation:
     @property
     def answer_id(self) -> int:
         return self.turn.answer.id
+
+    @property
+    def language(self) -> str:
+        """The language its frames are written in (that of the socket that asked)."""
+        return self.turn.language or settings.LANGUAGE_CODE
 
     @property
     def group(self) -> str:
@@ -413,6 +538,8 @@ class Generation:
             committed=self.committed,
             buffered=base.buffered,
             provider_name=base.provider_name,
+            conversation_id=self.turn.conversation_id,
+            version_ids=base.version_ids,
         )
 
     def outcome(self) -> dict[str, Any]:
@@ -506,6 +633,17 @@ class GenerationService:
         )
         return await self._start(turn, origin)
 
+    async def edit(
+        self, owner: Owner, conversation_id: int, message_id: int, text: str
+    ) -> Generation:
+        """Save the edited message (the turns after it leave the log), then answer it."""
+        self._refuse_while_closing()
+        turn = await database_sync_to_async(create_edit)(
+            owner, conversation_id, message_id, text, set(self.running)
+        )
+        # No origin: the composer keeps what it holds (the edit form goes with the old log).
+        return await self._start(turn, None)
+
     async def stop(self, conversation_id: int, answer_id: int) -> bool:
         """Cancel an answer in flight, on this worker or any other; the upstream connection
         closes as its task unwinds. True if it ran here."""
@@ -522,7 +660,7 @@ class GenerationService:
         except Exception as exc:  # Redis unreachable: say so, lose nothing
             logger.warning("could not pass Stop to the other workers: %s", exc)
             raise ClientError(
-                "Stop could not reach the server running that answer: try again."
+                gettext("Stop could not reach the server running that answer: try again.")
             ) from exc
         return False
 
@@ -579,6 +717,7 @@ class GenerationService:
                 "conversation": conversation_id,
                 "answer": answer_id,
                 "reply_to": reply_to,
+                "language": translation.get_language() or "",  # the asking socket's
             },
         )
 
@@ -587,7 +726,8 @@ class GenerationService:
         if generation is None or generation.turn.conversation_id != int(request["conversation"]):
             return  # not ours (or already finished: its final frame went to the group)
         # No await between reading the view and its seq: the snapshot holds frames 1..seq.
-        frame = fragments.snapshot_frame(generation.live_view())
+        with translation.override(request.get("language") or generation.language):
+            frame = fragments.snapshot_frame(generation.live_view())
         reply = {
             "type": SNAPSHOT_EVENT,
             "answer": generation.answer_id,
@@ -615,10 +755,13 @@ class GenerationService:
         if late:
             await asyncio.wait([g.task for g in late if g.task is not None], timeout=10)
             logger.info("shutting down: %d answers stopped and saved", len(late))
+        # The final frames were just published: give them a moment to reach this worker's own
+        # sockets through the channel layer before the connections close.
+        await asyncio.sleep(FINAL_FRAME_GRACE)
 
     def _refuse_while_closing(self) -> None:
         if self.closing:
-            raise ClientError("The server is restarting: send that again in a moment.")
+            raise ClientError(gettext("The server is restarting: send that again in a moment."))
 
     def snapshots(self, conversation_id: int) -> list[Generation]:
         return [g for g in self.running.values() if g.turn.conversation_id == conversation_id]
@@ -641,17 +784,30 @@ class GenerationService:
         """Register the answer and show the turn; its frames must precede any delta."""
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
-        frame = fragments.turn_frame(
-            turn.conversation_id,
-            turn.user,
-            turn.answer,
-            stale_retry=turn.stale_retry,
-            new_title=turn.new_title,
-        )
+        with translation.override(generation.language):
+            frame = fragments.turn_frame(
+                turn.conversation_id,
+                turn.user,
+                turn.answer,
+                stale_retry=turn.stale_retry,
+                new_title=turn.new_title,
+                replaces=turn.replaces,
+                log=turn.log,
+            )
         await self._publish(generation, frame, kind="turn")
         return generation
 
     def _launch(self, generation: Generation) -> None:
+        turn = generation.turn
+        log_answer(
+            "answer.started",
+            answer_id=generation.answer_id,
+            conversation_id=turn.conversation_id,
+            user_id=turn.user_id,
+            model=turn.model,
+            provider=turn.upstream.name,
+            request_id=generation.trace_id,
+        )
         generation.reader = asyncio.create_task(
             self._read(generation), name=f"generation-{generation.answer_id}-reader"
         )
@@ -728,7 +884,7 @@ class GenerationService:
         """Wait for the reader however it ends, then let the publisher finish and save."""
         reader = generation.reader
         assert reader is not None
-        publisher = asyncio.create_task(self._publish_loop(generation))
+        publisher = asyncio.create_task(self._publish_in_language(generation))
         try:
             await asyncio.wait([reader])
         finally:
@@ -760,6 +916,7 @@ class GenerationService:
             turn.context,
             stream=turn.stream or turn.answer.buffered,
             options=turn.options,
+            request_id=generation.trace_id,
         ):
             if isinstance(event, llm.TextDelta | llm.ReasoningDelta):
                 now = time.perf_counter()
@@ -783,6 +940,11 @@ class GenerationService:
                 generation.request_id = event.request_id or ""
             elif isinstance(event, llm.Failed):
                 generation.error = event.error
+
+    async def _publish_in_language(self, generation: Generation) -> None:
+        """The publisher, writing every frame in the language of the socket that asked."""
+        with translation.override(generation.language):
+            await self._publish_loop(generation)
 
     async def _publish_loop(self, generation: Generation) -> None:
         """Send coalesced deltas; at the end save the answer, then send the final frame."""
@@ -827,6 +989,21 @@ class GenerationService:
         await database_sync_to_async(save_final)(
             generation.answer_id, fields, generation.turn.user_id
         )
+        log_answer(
+            "answer.finished",
+            answer_id=generation.answer_id,
+            request_id=generation.trace_id,
+            upstream_request_id=fields.get("request_id") or None,
+            outcome=answer_outcome(
+                fields["status"], fields.get("error_kind", ""), bool(fields["content"])
+            ),
+            error_kind=fields.get("error_kind") or None,
+            ttft_ms=round(fields["ttft_ms"]) if fields.get("ttft_ms") is not None else None,
+            total_ms=round(fields["total_ms"]) if fields.get("total_ms") is not None else None,
+            prompt_tokens=fields.get("prompt_tokens"),
+            completion_tokens=fields.get("completion_tokens"),
+            chars=len(fields["content"]),
+        )
         final = fragments.MessageView(
             id=generation.answer_id,
             role=Message.Role.ASSISTANT,
@@ -835,6 +1012,8 @@ class GenerationService:
             buffered=generation.turn.answer.buffered,
             provider_name=generation.turn.answer.provider_name,
             is_latest=True,
+            conversation_id=generation.turn.conversation_id,
+            version_ids=generation.turn.answer.version_ids,
             **{k: v for k, v in fields.items() if k in _VIEW_FIELDS},
         )
         await self._publish(generation, fragments.final_frame(final), kind="final")
@@ -875,9 +1054,14 @@ def _drain_before_shutdown(service: GenerationService) -> None:
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None or not getattr(reactor, "running", False):
         return  # not served by Daphne (tests, management commands)
-    from twisted.internet import defer
+    from twisted.internet import defer, tcp
 
     def before_shutdown() -> defer.Deferred[None]:
+        # Stop accepting connections first: a balancer (nginx) then sends new people to the
+        # other workers while the sockets already open here see their answers finish.
+        for reader in reactor.getReaders():
+            if isinstance(reader, tcp.Port):
+                reader.stopListening()
         drained = asyncio.ensure_future(service.drain(settings.STREAM_SHUTDOWN_GRACE))
         return defer.Deferred.fromFuture(drained)
 

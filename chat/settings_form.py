@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext, gettext_lazy
 
 from . import providers
 from .exceptions import ClientError
 from .models import Conversation
 
 # name → (label, parse, low, high)
-_NUMBERS: dict[str, tuple[str, Callable[[str], float | int], float, float]] = {
-    "temperature": ("Temperature", float, 0.0, 2.0),
-    "top_p": ("Top p", float, 0.0, 1.0),
-    "max_tokens": ("Max tokens", int, 1, 1_000_000),
-    "seed": ("Seed", int, 0, 2**31 - 1),
+_NUMBERS: dict[str, tuple[Any, Callable[[str], float | int], float, float]] = {
+    "temperature": (gettext_lazy("Temperature"), float, 0.0, 2.0),
+    "top_p": (gettext_lazy("Top p"), float, 0.0, 1.0),
+    "max_tokens": (gettext_lazy("Max tokens"), int, 1, 1_000_000),
+    "seed": (gettext_lazy("Seed"), int, 0, 2**31 - 1),
 }
 THINKING_CHOICES = {"": None, "on": True, "off": False}
 
@@ -34,10 +36,16 @@ def _number(name: str, raw: str) -> float | int | None:
     try:
         value = parse(raw)
     except ValueError:
-        kind = "a whole number" if parse is int else "a number"
-        raise ClientError(f"{label} must be {kind}, not “{raw[:20]}”.") from None
+        if parse is int:
+            message = gettext("%(label)s must be a whole number, not “%(value)s”.")
+        else:
+            message = gettext("%(label)s must be a number, not “%(value)s”.")
+        raise ClientError(message % {"label": label, "value": raw[:20]}) from None
     if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
-        raise ClientError(f"{label} must be between {low:g} and {high:g}.")
+        raise ClientError(
+            gettext("%(label)s must be between %(low)s and %(high)s.")
+            % {"label": label, "low": f"{low:g}", "high": f"{high:g}"}
+        )
     return value
 
 
@@ -56,7 +64,7 @@ def apply_settings(conversation: Conversation, data: Mapping[str, str]) -> list[
             changed += ["provider", "model"]
     if "system_prompt" in data:
         if len(data["system_prompt"]) > settings.CHAT_MAX_MESSAGE_CHARS:
-            errors.append("The system prompt is too long.")
+            errors.append(gettext("The system prompt is too long."))
         else:
             conversation.system_prompt = data["system_prompt"]
             changed.append("system_prompt")
@@ -76,6 +84,6 @@ def apply_settings(conversation: Conversation, data: Mapping[str, str]) -> list[
             conversation.enable_thinking = THINKING_CHOICES[choice]
             changed.append("enable_thinking")
         else:
-            errors.append("Thinking must be the model's default, on or off.")
+            errors.append(gettext("Thinking must be the model's default, on or off."))
     conversation.save(update_fields=changed)
     return errors

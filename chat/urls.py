@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import compare_views, usage_views, views
+from . import compare_views, conversation_views, usage_views, views
 
 app_name = "chat"
 
@@ -14,6 +14,18 @@ urlpatterns = [
     path("c/<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
     path("c/<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("c/<int:conversation_id>/export.json", views.export_json, name="export_json"),
+    path("c/<int:conversation_id>/export.md", conversation_views.export_markdown, name="export_md"),
+    path(
+        "c/<int:conversation_id>/restore/",
+        conversation_views.restore_conversation,
+        name="restore",
+    ),
+    path(
+        "c/<int:conversation_id>/versions/<int:answer_id>/",
+        conversation_views.choose_version,
+        name="choose_version",
+    ),
+    path("search/", conversation_views.search, name="search"),
     path("usage/", usage_views.usage_page, name="usage"),
     path("compare/", compare_views.compare, name="compare"),
     path("compare/history/", compare_views.history, name="compare_history"),

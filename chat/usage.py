@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from django.conf import settings
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .exceptions import ClientError
 from .models import DailyUsage, Message
@@ -37,8 +38,11 @@ def check_allowance(user_id: int) -> None:
     )["total"]
     if used and used >= limit:
         raise ClientError(
-            f"You have used today's {limit:,} tokens ({used:,}); "
-            "you can ask again after midnight UTC."
+            gettext(
+                "You have used today's %(limit)s tokens (%(used)s); "
+                "you can ask again after midnight UTC."
+            )
+            % {"limit": f"{limit:,}", "used": f"{used:,}"}
         )
 
 
@@ -68,7 +72,10 @@ def check_rate(user_id: int | None, session_key: str, needed: int = 1) -> None:
     index = max(0, limit - needed)
     oldest_in_way = recent[index] if index < len(recent) else now
     wait = max(1, int((oldest_in_way + RATE_WINDOW - now).total_seconds() + 0.999))
-    raise ClientError(f"Slow down: at most {limit} requests a minute. Try again in {wait} s.")
+    raise ClientError(
+        gettext("Slow down: at most %(limit)s requests a minute. Try again in %(wait)s s.")
+        % {"limit": limit, "wait": wait}
+    )
 
 
 def count_request(user_id: int) -> None:

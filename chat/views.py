@@ -14,16 +14,25 @@ from django.contrib import messages as flash
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from . import providers
+from . import conversations, providers
 from .exceptions import ClientError
 from .fragments import message_view
 from .models import Conversation, Message, answer_outcome
 from .owners import Owner
-from .services import get_service, is_orphan, peek_service, request_options, settle_orphans
+from .services import (
+    get_service,
+    is_orphan,
+    peek_service,
+    request_options,
+    settle_orphans,
+    version_groups,
+    versions_of,
+)
 from .settings_form import apply_settings
 
 
@@ -55,11 +64,13 @@ def _page_context(
     views = []
     streaming_answer_id = None
     if conversation is not None:
-        rows = list(conversation.messages.all())
+        rows = list(conversation.messages.filter(hidden=False))  # shown versions only
+        groups = version_groups(conversation.pk)
         if live is None:
             live = _live_ids(conversation.pk)
         for index, row in enumerate(rows):
-            views.append(message_view(row, is_latest=index == len(rows) - 1))
+            latest, versions = index == len(rows) - 1, versions_of(row, groups)
+            views.append(message_view(row, is_latest=latest, version_ids=versions))
             if row.status == Message.Status.STREAMING and not is_orphan(row, live):
                 streaming_answer_id = row.pk
     return {
@@ -70,6 +81,7 @@ def _page_context(
         "simulator": settings.LLM_SIMULATOR,
         "streaming_answer_id": streaming_answer_id,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "undo": conversations.take_undo(request),
     }
 
 
@@ -107,6 +119,7 @@ def _stop_live(conversation_id: int) -> None:
 @require_GET
 def index(request: HtmxHttpRequest) -> HttpResponse:
     """The newest conversation, or an empty page that invites the first one."""
+    conversations.purge_deleted(owner=Owner.from_request(request))
     latest = Owner.from_request(request).chats().first()
     if latest is not None:
         return redirect("chat:conversation", conversation_id=latest.pk)
@@ -162,9 +175,9 @@ def rename_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpR
     conversation = _owned(request, conversation_id)
     title = " ".join(request.POST.get("title", "").split())
     if not title:
-        flash.error(request, "A title cannot be empty.")
+        flash.error(request, gettext("A title cannot be empty."))
     elif len(title) > 200:
-        flash.error(request, "A title can be at most 200 characters.")
+        flash.error(request, gettext("A title can be at most 200 characters."))
     else:
         conversation.title = title
         conversation.save(update_fields=["title"])
@@ -173,9 +186,11 @@ def rename_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpR
 
 @require_POST
 def delete_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    """Deleted, and restorable (Undo) for ``conversations.PURGE_AFTER``; its answers stop."""
     conversation = _owned(request, conversation_id)
     _stop_live(conversation.pk)
-    conversation.delete()
+    conversations.soft_delete(conversation)
+    conversations.remember_undo(request, conversation)
     url = reverse("chat:index")
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
@@ -188,7 +203,7 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
         "id", "role", "content", "reasoning", "status", "model", "provider_name", "streamed",
         "finish_reason", "error_kind", "error_message", "request_id", "ttft_ms", "thinking_ms",
         "answer_ms", "total_ms", "prompt_tokens", "completion_tokens", "total_tokens",
-        "created_at", "completed_at",
+        "created_at", "completed_at", "version_of", "hidden",
     )  # fmt: skip
     return JsonResponse(
         {

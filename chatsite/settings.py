@@ -81,6 +81,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language: the django_language cookie (set by the page's switcher), else the
+    # browser's Accept-Language. No URL prefixes: the URLs are a documented contract.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -168,7 +171,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# Every language here has a catalogue under locale/ (README "Languages").
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# The switcher's choice is remembered for a year, signed in or not.
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SAMESITE = "Lax"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -198,9 +208,12 @@ WHITENOISE_USE_FINDERS = DEBUG
 CHAT_HTTPS = env_bool("CHAT_HTTPS", not DEBUG)
 if CHAT_HTTPS:
     SECURE_SSL_REDIRECT = True
+    # A balancer's health check may come over plain HTTP from inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    LANGUAGE_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
     # These two commit the organisation's whole domain, which this app cannot know: they are
     # the deployer's choice (README), so their reminders are not warnings about this app.
@@ -235,13 +248,17 @@ _HTTP_LOG_LEVEL = os.environ.get("LOG_HTTP_LEVEL", "WARNING")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "chat.logformat.JsonFormatter"},
+    },
     # Secrets from the environment are blanked out of every record, whoever logs them.
     "filters": {"secrets": {"()": "chat.logsafety.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            # LOG_FORMAT=json: one JSON object per line, with each answer's fields as keys.
+            "formatter": "json" if os.environ.get("LOG_FORMAT", "plain") == "json" else "plain",
             "filters": ["secrets"],
         }
     },

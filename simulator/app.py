@@ -515,11 +515,16 @@ def _env_defaults() -> dict[str, Any]:
     return raw
 
 
-def _new_entry(sim_id: str, request_id: str, protocol: str) -> dict[str, Any]:
+def _new_entry(
+    sim_id: str, request_id: str, protocol: str, scope: Scope | None = None
+) -> dict[str, Any]:
     """A fresh log entry; the handlers fill it in as the request goes."""
+    headers = dict((scope or {}).get("headers") or [])
     return {
         "sim_id": sim_id,
         "request_id": request_id,
+        # The client's own id for the request (X-Request-Id), as a provider's logs keep it.
+        "client_request_id": headers.get(b"x-request-id", b"").decode("latin-1") or None,
         "protocol": protocol,
         "model": None,
         "stream": False,
@@ -729,7 +734,7 @@ class SimulatorApp:
         if raw is None:
             return
         request_id = str(uuid.uuid4())
-        entry = _new_entry(f"chatcmpl-{request_id}", request_id, "openai")
+        entry = _new_entry(f"chatcmpl-{request_id}", request_id, "openai", scope)
         self.log.add(entry)
 
         async def reject(
@@ -1031,7 +1036,7 @@ class SimulatorApp:
         if raw is None:
             return
         request_id = str(uuid.uuid4())
-        entry = _new_entry(request_id, request_id, "dashscope")
+        entry = _new_entry(request_id, request_id, "dashscope", scope)
         headers = dict(scope.get("headers") or [])
         sse = headers.get(b"x-dashscope-sse", b"").strip().lower() == b"enable"
         entry.update(stream=sse, include_usage=True)

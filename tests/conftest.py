@@ -122,8 +122,12 @@ class App:
         return self.log_path.read_text(errors="replace")
 
 
-def start_app(tmp_path: Path, env: dict[str, str]) -> tuple[App, subprocess.Popen[bytes]]:
-    port = free_port()
+def start_app(
+    tmp_path: Path, env: dict[str, str], port: int | None = None
+) -> tuple[App, subprocess.Popen[bytes]]:
+    """Streamside under Daphne (on ``port``, else a free one), its log in ``tmp_path``
+    (appended to, so a worker restarted in the same folder keeps one log)."""
+    port = port or free_port()
     db_path = tmp_path / "db.sqlite3"
     log_path = tmp_path / "daphne.log"
     # The embedded defaults unless the caller asks for shared services (REDIS_URL in env).
@@ -143,7 +147,7 @@ def start_app(tmp_path: Path, env: dict[str, str]) -> tuple[App, subprocess.Pope
         check=True,
         capture_output=True,
     )
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
          "chatsite.asgi:application"],

@@ -460,3 +460,30 @@ async def test_stream_off_with_a_model_that_only_streams_is_buffered(
     sim = simulator.request_for("[t-qwq]")
     assert sim["stream"] is True  # the upstream only takes streaming calls
     assert answer_row(visitor.export(conversation), answer_id)["content"] == sim["text"]
+
+
+async def test_a_reconnected_page_learns_which_of_its_answers_ended_meanwhile(
+    visitor: Visitor,
+) -> None:
+    """The final frame went to a socket that closed; the page's next socket asks ("sync")
+    about the answers it still shows streaming and gets the final ones. Not other people's."""
+    conversation = visitor.new_conversation()
+    stranger = Visitor(visitor.app)
+    try:
+        other = stranger.new_conversation()
+        async with stranger.socket(other) as ws:
+            await send(ws, "Not yours [t-sync-other]\n#sim tokens=5 tps=200 ttft=0.01")
+            foreign, _, _ = await collect_answer(ws)
+        async with visitor.socket(conversation) as ws:
+            await send(ws, "Ends unseen [t-sync]\n#sim tokens=10 tps=200 ttft=0.01")
+            answer_id, _, _ = await collect_answer(ws)
+        async with visitor.socket(conversation) as ws:
+            request = {"action": "sync", "answers": [str(answer_id), str(foreign)]}
+            await ws.send(json.dumps(request))
+            frame = Frame(str(await asyncio.wait_for(ws.recv(), 5)), 0)
+            assert (final := frame.final_for(answer_id)) and final["data-status"] == "complete"
+            assert frame.final_for(foreign) is None and f"message-{foreign}" not in frame.html
+            await ws.send(json.dumps({"action": "sync", "answers": "all"}))
+            assert "not understood" in str(await asyncio.wait_for(ws.recv(), 5))
+    finally:
+        stranger.close()

@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ async def test_sigterm_lets_an_answer_in_flight_finish(
         conversation = visitor.new_conversation()
         await first_frames(visitor, conversation, "Finish me [t-sigterm]\n#sim tokens=80 tps=40")
         process.terminate()  # SIGTERM, as systemd or Docker stop a worker
+        # It stops accepting at once (a balancer moves new people on) while the answer finishes.
+        time.sleep(0.5)
+        assert process.poll() is None
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
         assert process.wait(timeout=15) == 0
     finally:
         visitor.close()

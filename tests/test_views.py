@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 
+from chat.conversations import purge_deleted
 from chat.fragments import MessageView, render_message
 from chat.models import Conversation, Message
 
@@ -127,10 +130,14 @@ def test_rename_and_empty_title(client: Client) -> None:
 
 
 def test_delete_removes_the_conversation_and_its_messages(client: Client) -> None:
+    """Gone from the owner's view at once; gone from the database once purged (Undo until
+    then: tests/test_conversation_work.py)."""
     conversation = new_chat(client)
     Message.objects.create(conversation=conversation, role="user", content="bye")
     response = client.post(f"/c/{conversation.pk}/delete/")
     assert response.status_code == 302
+    assert client.get(f"/c/{conversation.pk}/").status_code == 404
+    purge_deleted(timedelta(0))
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
     assert not Message.objects.filter(conversation_id=conversation.pk).exists()
 

@@ -351,10 +351,12 @@ class ChatClient:
         key = "set" if self._api_key else "none"
         return f"ChatClient(base_url={self._base_url!r}, protocol={self.protocol!r}, api_key={key})"
 
-    def _headers(self, stream: bool) -> dict[str, str]:
+    def _headers(self, stream: bool, request_id: str | None = None) -> dict[str, str]:
         headers = self._dialect.headers(stream)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        if request_id:
+            headers["X-Request-Id"] = request_id  # ours, for the upstream's logs and support
         return headers
 
     async def stream_reply(
@@ -364,8 +366,11 @@ class ChatClient:
         *,
         stream: bool = True,
         options: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Send one chat request and yield its events; failures arrive as ``Failed``.
+
+        ``request_id`` (ours) is sent as ``X-Request-Id`` on every attempt.
 
         ``stream=False`` makes one non-streaming call and yields the same event types.
         ``options`` (temperature, max_tokens, enable_thinking, …) go where the protocol takes
@@ -384,7 +389,13 @@ class ChatClient:
         while True:
             try:
                 once = self._reply_once(
-                    model, messages, stream, options, attempt=attempt, deadline=deadline
+                    model,
+                    messages,
+                    stream,
+                    options,
+                    attempt=attempt,
+                    deadline=deadline,
+                    request_id=request_id,
                 )
                 async with aclosing(once):
                     async for event in once:
@@ -447,6 +458,7 @@ class ChatClient:
         *,
         attempt: int = 0,
         deadline: float | None = None,
+        request_id: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         include_usage = self._include_usage
         body = self._dialect.body(model, messages, stream, options, include_usage=include_usage)
@@ -466,7 +478,9 @@ class ChatClient:
                     clock.check()
                     response = await clock.wait(
                         stack.enter_async_context(
-                            self._http.stream("POST", url, json=body, headers=self._headers(stream))
+                            self._http.stream(
+                                "POST", url, json=body, headers=self._headers(stream, request_id)
+                            )
                         )
                     )
                     got_response = True

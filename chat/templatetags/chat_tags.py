@@ -2,9 +2,22 @@ from __future__ import annotations
 
 from django import template
 
+from chat import i18n
 from chat.comparisons import seconds as _seconds
 
 register = template.Library()
+
+
+@register.filter
+def duration(value: float | None, digits: int = 1) -> str:
+    """Seconds with ``digits`` decimals and the unit, in the active language: "2.4 s", "2.4 秒"."""
+    return i18n.duration(value, int(digits))
+
+
+@register.filter
+def upstream_message(message: str) -> str:
+    """A stored error (worded in English by chat/llm or the relay) in the active language."""
+    return i18n.upstream_message(message)
 
 
 @register.filter

@@ -100,7 +100,7 @@
       var timer = section && section.querySelector("[data-pane-timer]");
       if (!side || !timer) return;
       var end = side.done === null ? now : side.done;
-      timer.textContent = ((end - run.t0) / 1000).toFixed(1) + " s";
+      timer.textContent = ((end - run.t0) / 1000).toFixed(1) + " " + (timer.dataset.unit || "s");
     });
   }, 100);
 })();

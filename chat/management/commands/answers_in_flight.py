@@ -1,0 +1,53 @@
+"""``manage.py answers_in_flight [--settle]``: the answers marked streaming, on every worker.
+
+Each is "live" while its worker's heartbeat is fresh (younger than ``STREAM_ORPHAN_AFTER_MS``)
+and "stale" after: its worker died without saving it. ``--settle`` marks the stale ones
+interrupted (text kept, Retry offered), as the next page load that shows them would. Safe to
+run at any time, from any machine with the settings: live answers are never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
+
+from chat.models import Message
+from chat.services import is_orphan, settle_answers
+
+
+class Command(BaseCommand):
+    help = "List the answers in flight on every worker; --settle marks stale ones interrupted."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--settle", action="store_true", help="Mark stale answers interrupted.")
+
+    def handle(self, *args: Any, settle: bool = False, **options: Any) -> None:
+        rows = list(
+            Message.objects.filter(status=Message.Status.STREAMING)
+            .select_related("conversation__user")
+            .order_by("created_at")
+        )
+        now = timezone.now()
+        stale = [row.pk for row in rows if is_orphan(row, set())]
+        self.stdout.write(
+            f"{'answer':>8}  {'chat':>6}  {'owner':<16} {'model':<18} {'age':>7}  "
+            f"{'beat':>7}  {'chars':>7}  state"
+        )
+        for row in rows:
+            owner = row.conversation.user.get_username() if row.conversation.user else "(session)"
+            beat = (
+                f"{(now - row.heartbeat_at).total_seconds():.0f} s" if row.heartbeat_at else "never"
+            )
+            age = f"{(now - row.created_at).total_seconds():.0f} s"
+            state = "stale" if row.pk in stale else "live"
+            self.stdout.write(
+                f"{row.pk:>8}  {row.conversation_id:>6}  {owner[:16]:<16} {row.model[:18]:<18} "
+                f"{age:>7}  {beat:>7}  {len(row.content):>7}  {state}"
+            )
+        summary = f"{len(rows)} in flight, {len(stale)} stale"
+        if settle and stale:
+            settle_answers(stale)
+            summary += f"; {len(stale)} marked interrupted"
+        self.stdout.write(summary)
