@@ -1,0 +1,334 @@
+"""The shipped deployment recipe, end to end with the real parts on loopback: Debian's nginx
+with ``deploy/nginx/streamside.conf`` (rewritten only for loopback ports, a self-signed
+certificate and a scratch prefix) in front of two Daphne workers in production settings on
+PostgreSQL and Redis.
+
+Through nginx: pages and hashed static files load, a login works, 50 concurrent streams are
+saved exactly as the simulator sent them, and a 60-second answer streams through nginx while
+both workers are restarted one at a time (SIGTERM, then start), losing nothing.
+
+Skipped where nginx is not installed (saying so), unless STREAMSIDE_REQUIRE_NGINX=1 (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import (
+    ROOT,
+    App,
+    Frame,
+    Simulator,
+    free_port,
+    start_app,
+    stop_process,
+    wait_for_port,
+)
+from tests.test_live_team import database
+
+pytestmark = [pytest.mark.live, pytest.mark.load]
+__all__ = ["database"]  # the fixture, shared with test_live_team
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+SITE = ROOT / "deploy" / "nginx" / "streamside.conf"
+PASSWORD = "a-long-enough-passphrase-7"
+REDIS_URL = "redis://127.0.0.1:6379/9"
+
+
+def nginx_missing() -> None:
+    if os.environ.get("STREAMSIDE_REQUIRE_NGINX") == "1":
+        pytest.fail("nginx is required here (STREAMSIDE_REQUIRE_NGINX=1) but not installed")
+    pytest.skip("the deployment test needs Debian's nginx (apt-get install nginx)")
+
+
+def site_for_loopback(
+    shipped: str, *, http_port: int, https_port: int, workers: list[int], scratch: Path
+) -> str:
+    """The shipped site, changed only where a loopback test must: ports, the certificate,
+    the static folder, the host name. Each change must find its placeholder."""
+    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in workers)
+    changes = [
+        (r"(?m)^    server 127\.0\.0\.1:800\d;\n(    server 127\.0\.0\.1:800\d;\n)*", servers),
+        (r"(?m)^    listen \[::\]:\d+.*\n", ""),
+        (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
+        (r"listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+        (r"chat\.example\.com", "127.0.0.1"),
+        (r"/etc/ssl/streamside/", f"{scratch}/tls/"),
+        (r"/srv/streamside/staticfiles/", f"{scratch}/static/"),
+    ]
+    for pattern, replacement in changes:
+        shipped, count = re.subn(pattern, replacement, shipped)
+        assert count, f"the shipped nginx config lost its placeholder {pattern!r}"
+    return shipped
+
+
+@dataclass
+class Deployment:
+    https: str  # https://127.0.0.1:PORT, through nginx
+    http_port: int
+    workers: list[App]
+    processes: list[subprocess.Popen[bytes]]
+    folders: list[Path]
+    env: dict[str, str]
+
+    def restart(self, index: int) -> float:
+        """SIGTERM one worker, wait for it to finish its answers and exit, start it again on
+        the same port; how long the stop took."""
+        asked = time.monotonic()
+        self.processes[index].terminate()
+        self.processes[index].wait(timeout=150)
+        stopped = time.monotonic() - asked
+        app, process = start_app(self.folders[index], self.env, port=self.workers[index].port)
+        self.workers[index], self.processes[index] = app, process
+        return stopped
+
+
+def tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+    return context
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    simulator: Simulator, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    if NGINX is None:
+        nginx_missing()
+    scratch = tmp_path_factory.mktemp("nginx")
+    (scratch / "tls").mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(scratch / "tls" / "privkey.pem"),
+         "-out", str(scratch / "tls" / "fullchain.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    https_port, http_port = free_port(), free_port()
+    env = {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}",
+        "DATABASE_URL": database,
+        "REDIS_URL": REDIS_URL,
+        "STATIC_ROOT": str(scratch / "static"),
+        "LLM_API_BASE": simulator.base_url,
+        "CHAT_RATE_LIMIT": "0",
+        "STREAM_SHUTDOWN_GRACE_MS": "120000",  # as deploy/streamside.env.example sets it
+    }
+    full_env = {**os.environ, **env}
+    for command in (["collectstatic", "--noinput", "-v0"], ["migrate", "--noinput", "-v0"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=full_env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.contrib.auth.models import User; "
+         f"User.objects.create_user('ada', password={PASSWORD!r})"],
+        cwd=ROOT, env=full_env, check=True,
+    )  # fmt: skip
+    folders = [tmp_path_factory.mktemp(f"deployed-{side}") for side in ("a", "b")]
+    started = [start_app(folder, env) for folder in folders]
+    workers, processes = [a for a, _ in started], [p for _, p in started]
+    site = site_for_loopback(
+        SITE.read_text(),
+        http_port=http_port,
+        https_port=https_port,
+        workers=[w.port for w in workers],
+        scratch=scratch,
+    )
+    (scratch / "site.conf").write_text(site)
+    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (scratch / "tmp" / temp).mkdir(parents=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (scratch / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\npid {scratch}/nginx.pid;\n"
+        f"error_log {scratch}/error.log info;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n  include /etc/nginx/mime.types;\n"
+        f"  access_log {scratch}/access.log;\n"
+        + "".join(
+            f"  {t}_temp_path {scratch}/tmp/{t};\n" for t in ("proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + f"  client_body_temp_path {scratch}/tmp/body;\n"
+        f"  include {scratch}/site.conf;\n}}\n"
+    )
+    nginx = subprocess.Popen(
+        [str(NGINX), "-p", str(scratch), "-c", str(scratch / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(https_port, nginx)
+        yield Deployment(
+            f"https://127.0.0.1:{https_port}", http_port, workers, processes, folders, env
+        )
+    finally:
+        stop_process(nginx)
+        for process in processes:
+            stop_process(process)
+
+
+def signed_in(deployment: Deployment) -> httpx.Client:
+    # A browser on the site sends its origin with every POST; Django checks it over HTTPS.
+    headers = {"Origin": deployment.https, "Referer": f"{deployment.https}/"}
+    client = httpx.Client(base_url=deployment.https, verify=False, timeout=10, headers=headers)
+    client.get("/accounts/login/")
+    response = client.post(
+        "/accounts/login/",
+        data={
+            "username": "ada",
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        },
+    )
+    assert response.status_code == 302, response.text[:500]
+    return client
+
+
+def new_conversation(client: httpx.Client) -> int:
+    response = client.post("/c/new/", headers={"X-CSRFToken": client.cookies["csrftoken"]})
+    assert response.status_code == 302
+    return int(response.headers["location"].strip("/").split("/")[-1])
+
+
+def open_socket(deployment: Deployment, client: httpx.Client, conversation: int) -> Any:
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    return websockets.connect(
+        deployment.https.replace("https", "wss") + f"/ws/c/{conversation}/",
+        additional_headers={"Cookie": cookie},
+        origin=deployment.https,  # type: ignore[arg-type]
+        ssl=tls_context(),
+        max_size=None,
+    )
+
+
+async def follow(deployment: Deployment, client: httpx.Client, conversation: int,
+                 message: str | None, deadline: float,
+                 begun: asyncio.Event | None = None) -> dict[str, Any]:  # fmt: skip
+    """Send (if asked), then read until the conversation's answer is final, reconnecting
+    through nginx whenever the socket drops (as htmx does). What the socket saw. ``begun``
+    is set once the answer exists (the next new chat is then a new conversation)."""
+    answer_id: int | None = None
+    opened = []
+    while time.monotonic() < deadline:
+        try:
+            async with open_socket(deployment, client, conversation) as ws:
+                opened.append(time.monotonic())
+                if message is not None:
+                    await ws.send(json.dumps({"action": "send", "message": message}))
+                    message = None
+                elif answer_id is not None:  # a reconnect: as the page does, ask what ended
+                    await ws.send(json.dumps({"action": "sync", "answers": [str(answer_id)]}))
+                while True:
+                    raw = str(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+                    frame = Frame(raw, time.monotonic())
+                    for article in frame.articles:
+                        if article.get("data-role") == "assistant" and answer_id is None:
+                            answer_id = int(article["id"].removeprefix("message-"))
+                            if begun is not None:
+                                begun.set()
+                    if answer_id is not None and (final := frame.final_for(answer_id)):
+                        return {"answer": answer_id, "final": final, "opened": opened}
+        except (websockets.ConnectionClosed, OSError):
+            await asyncio.sleep(0.5)  # reconnect, as the page does
+    raise TimeoutError(f"conversation {conversation} did not finish")
+
+
+def saved_text(client: httpx.Client, conversation: int) -> str:
+    return str(client.get(f"/c/{conversation}/export.json").json()["messages"][-1]["content"])
+
+
+def test_pages_and_hashed_static_files_come_through_nginx(deployment: Deployment) -> None:
+    with httpx.Client(verify=False, timeout=10) as http:
+        plain = http.get(f"http://127.0.0.1:{deployment.http_port}/accounts/login/")
+        assert plain.status_code == 301 and plain.headers["location"].startswith("https://")
+        page = http.get(f"{deployment.https}/accounts/login/")
+        assert page.status_code == 200 and "strict-transport-security" in page.headers
+        css = re.search(r'href="(/static/chat/app\.[0-9a-f]{12}\.css)"', page.text)
+        assert css, "no hashed stylesheet link"
+        static = http.get(deployment.https + css.group(1))
+        assert static.status_code == 200 and static.headers["server"].startswith("nginx")
+        assert "immutable" in static.headers["cache-control"]
+        health = http.get(f"{deployment.https}/healthz")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+
+async def test_fifty_concurrent_streams_are_saved_exactly(
+    deployment: Deployment, simulator: Simulator
+) -> None:
+    client = signed_in(deployment)
+    try:
+        deadline = time.monotonic() + 60
+        tasks = []
+        for i in range(50):
+            conversation = new_conversation(client)
+            message = f"Through nginx [t-nginx-{i:02d}]\n#sim tokens=120 tps=40 ttft=0.2 seed={i}"
+            begun = asyncio.Event()
+            tasks.append(
+                (conversation, i, asyncio.create_task(
+                    follow(deployment, client, conversation, message, deadline, begun)
+                ))
+            )  # fmt: skip
+            await asyncio.wait_for(begun.wait(), 10)  # saved: the next new chat is another
+        for conversation, i, task in tasks:
+            seen = await task
+            assert seen["final"]["data-status"] == "complete"
+            sent = simulator.request_for(f"[t-nginx-{i:02d}]")["text"]
+            assert saved_text(client, conversation) == sent
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_long_answer_survives_nginx_and_a_rolling_restart(
+    deployment: Deployment, simulator: Simulator
+) -> None:
+    """A 60-second answer and five shorter ones stream through nginx while both workers are
+    restarted one after the other: each ends complete and saved exactly."""
+    client = signed_in(deployment)
+    try:
+        deadline = time.monotonic() + 240
+        prompts = {"[t-rolling-long]": "tokens=600 tps=10 ttft=0.2"}
+        prompts |= {f"[t-rolling-{i}]": f"tokens=200 tps=20 ttft=0.2 seed={i}" for i in range(5)}
+        tasks = {}
+        for marker, directive in prompts.items():
+            conversation = new_conversation(client)
+            message = f"Rolling {marker}\n#sim {directive}"
+            begun = asyncio.Event()
+            tasks[marker] = (conversation, asyncio.create_task(
+                follow(deployment, client, conversation, message, deadline, begun)
+            ))  # fmt: skip
+            await asyncio.wait_for(begun.wait(), 10)
+        await asyncio.sleep(3.0)  # every answer is streaming
+        started = time.monotonic()
+        stops = []
+        for index in (0, 1):  # one at a time: the other keeps serving
+            stops.append(await asyncio.to_thread(deployment.restart, index))
+        for marker, (conversation, task) in tasks.items():
+            seen = await task
+            assert seen["final"]["data-status"] == "complete", marker
+            assert saved_text(client, conversation) == simulator.request_for(marker)["text"]
+        long_answer = simulator.request_for("[t-rolling-long]")
+        assert long_answer["finished_at"] - long_answer["started_at"] > 55  # really 60 s long
+        assert time.monotonic() - started > 50  # a worker waited for it before restarting
+        print(f"\nrolling restart: the workers took {stops[0]:.1f} s and {stops[1]:.1f} s to stop")
+    finally:
+        client.close()
