@@ -6,6 +6,7 @@ simulator. A team deployment sets DATABASE_URL, REDIS_URL and an API key instead
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -129,6 +130,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Redis pub/sub channels are server-wide (the database number in REDIS_URL does not separate
+# them), so two deployments sharing a Redis server would hear each other's "conversation-1".
+# Names are prefixed per deployment: by default a digest of its database's identity.
+_db = DATABASES["default"]
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "").strip() or (
+    "streamside-"
+    + hashlib.sha256(
+        f"{_db['ENGINE']}|{_db.get('HOST', '')}|{_db.get('PORT', '')}|{_db['NAME']}".encode()
+    ).hexdigest()[:10]
+)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -141,6 +152,7 @@ if REDIS_URL:
                 # redis-py 8 times reads out after 5 s by default, which breaks blocking
                 # layer reads (django/channels_redis#422): leave room.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     }

@@ -27,6 +27,8 @@ from tests.conftest import (
     Visitor,
     collect_answer,
     send,
+    start_app,
+    stop_process,
     streamed_text,
     two_workers,
 )
@@ -248,3 +250,28 @@ async def test_a_comparison_followed_on_the_other_worker_misses_nothing(
 def test_the_workers_logged_no_error(workers: tuple[App, App]) -> None:
     for worker in workers:
         assert " ERROR " not in worker.log(), worker.log()[-3000:]
+
+
+async def test_two_deployments_sharing_a_redis_server_do_not_hear_each_other(
+    simulator: Simulator, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis pub/sub ignores the database number: without a per-deployment prefix, staging's
+    "conversation-1" would stream into production's "conversation-1"."""
+    env = {"LLM_API_BASE": simulator.base_url, "REDIS_URL": redis_url}
+    first, first_process = start_app(tmp_path_factory.mktemp("deployment-1"), env)
+    second, second_process = start_app(tmp_path_factory.mktemp("deployment-2"), env)
+    ours, theirs = Visitor(first), Visitor(second)
+    try:
+        conversation = ours.new_conversation()
+        assert theirs.new_conversation() == conversation  # both databases start at 1
+        async with ours.socket(conversation) as ws, theirs.socket(conversation) as other:
+            await send(ws, "Only ours [t-two-deployments]\n#sim tokens=30 tps=100 ttft=0.05")
+            await collect_answer(ws)
+            with pytest.raises(TimeoutError):
+                raw = await asyncio.wait_for(other.recv(), 1.0)
+                pytest.fail(f"the other deployment heard: {str(raw)[:200]}")
+    finally:
+        ours.close()
+        theirs.close()
+        stop_process(first_process)
+        stop_process(second_process)
