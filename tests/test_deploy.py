@@ -156,3 +156,20 @@ def test_session_cookie_is_http_only_lax_and_rotated_on_login(production: App) -
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
     session = signed_in.cookies.get("sessionid")
     assert session and session != planted
+
+
+def test_every_setting_is_in_the_environment_template_and_the_readme() -> None:
+    """The settings read from the environment, as chatsite/settings.py reads them: each is in
+    deploy/streamside.env.example and in the README's table, so a team misses none."""
+    source = (ROOT / "chatsite" / "settings.py").read_text()
+    read = set(
+        re.findall(
+            r'(?:env_bool|env_list|env_float|environ\.get|env=)\(?\s*"([A-Z][A-Z0-9_]+)"', source
+        )
+    )
+    assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "LOG_FORMAT"} <= read
+    template = (ROOT / "deploy" / "streamside.env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(n for n in read if not re.search(rf"^#? ?{n}=", template, re.M))
+    assert missing == [], f"not in deploy/streamside.env.example: {missing}"
+    assert sorted(n for n in read if f"`{n}`" not in readme) == []
