@@ -104,100 +104,51 @@ FIXED_MESSAGES = frozenset(
     }
 )
 
-# Sentences with figures in them: the English pattern chat/llm writes, and its translation.
-# A group named "detail" may itself be one of ours (a 404's hint) or the provider's words.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"Rate limited by the model server; retry in (?P<seconds>\d+) s\."),
-        gettext_noop("Rate limited by the model server; retry in %(seconds)s s."),
+# Sentences with figures in them, as chat/llm writes them (English), marked for translation.
+# Each is matched by its own text with the placeholders as groups (what a group may hold is
+# below); a "detail" may itself be one of ours (a 404's hint) or the provider's words.
+_TEMPLATES = (
+    gettext_noop("Rate limited by the model server; retry in %(seconds)s s."),
+    gettext_noop("The model server rejected the API key (HTTP %(status)s)."),
+    gettext_noop("Access denied by the model server (HTTP %(status)s)."),
+    gettext_noop("Access denied by the model server (HTTP %(status)s): %(detail)s"),
+    gettext_noop(
+        "This model only answers streaming requests: turn Stream on and ask again "
+        "(the model server said: %(detail)s)."
     ),
-    (
-        re.compile(r"The model server rejected the API key \(HTTP (?P<status>\d+)\)\."),
-        gettext_noop("The model server rejected the API key (HTTP %(status)s)."),
-    ),
-    (
-        re.compile(r"Access denied by the model server \(HTTP (?P<status>\d+)\)\."),
-        gettext_noop("Access denied by the model server (HTTP %(status)s)."),
-    ),
-    (
-        re.compile(r"Access denied by the model server \(HTTP (?P<status>\d+)\): (?P<detail>.+)"),
-        gettext_noop("Access denied by the model server (HTTP %(status)s): %(detail)s"),
-    ),
-    (
-        re.compile(
-            r"This model only answers streaming requests: turn Stream on and ask again "
-            r"\(the model server said: (?P<detail>.*)\)\.",
-            re.S,
-        ),
-        gettext_noop(
-            "This model only answers streaming requests: turn Stream on and ask again "
-            "(the model server said: %(detail)s)."
-        ),
-    ),
-    (
-        re.compile(r"The model server refused the request \(HTTP (?P<status>\d+)\)\."),
-        gettext_noop("The model server refused the request (HTTP %(status)s)."),
-    ),
-    (
-        re.compile(
-            r"The model server refused the request \(HTTP (?P<status>\d+)\): (?P<detail>.+)", re.S
-        ),
-        gettext_noop("The model server refused the request (HTTP %(status)s): %(detail)s"),
-    ),
-    (
-        re.compile(r"nothing answers at (?P<endpoint>\S+); check the base URL"),
-        gettext_noop("nothing answers at %(endpoint)s; check the base URL"),
-    ),
-    (
-        re.compile(r"The model server failed \(HTTP (?P<status>\d+)\)\."),
-        gettext_noop("The model server failed (HTTP %(status)s)."),
-    ),
-    (
-        re.compile(r"The model server failed \(HTTP (?P<status>\d+)\): (?P<detail>.+)", re.S),
-        gettext_noop("The model server failed (HTTP %(status)s): %(detail)s"),
-    ),
-    (
-        re.compile(r"The model server sent an unexpected response \(HTTP (?P<status>\d+)\)\."),
-        gettext_noop("The model server sent an unexpected response (HTTP %(status)s)."),
-    ),
-    (
-        re.compile(
-            r"The model server did not send an event stream \(content type (?P<type>.+)\)\."
-        ),
-        gettext_noop("The model server did not send an event stream (content type %(type)s)."),
-    ),
-    (
-        re.compile(r"The model server reported an error while answering \((?P<code>.+)\)\."),
-        gettext_noop("The model server reported an error while answering (%(code)s)."),
-    ),
-    (
-        re.compile(r"Could not reach the model server \((?P<server>.+)\)\. Is it running\?"),
-        gettext_noop("Could not reach the model server (%(server)s). Is it running?"),
-    ),
-    (
-        re.compile(
-            r"The model server \((?P<server>.+)\) closed the connection without answering\."
-        ),
-        gettext_noop("The model server (%(server)s) closed the connection without answering."),
-    ),
-    (
-        re.compile(
-            r"The model took longer than (?P<seconds>[\d.e+]+) s in all; "
-            r"the partial answer was kept\."
-        ),
-        gettext_noop(
-            "The model took longer than %(seconds)s s in all; the partial answer was kept."
-        ),
-    ),
-    (
-        re.compile(r"The model took longer than (?P<seconds>[\d.e+]+) s in all to answer\."),
-        gettext_noop("The model took longer than %(seconds)s s in all to answer."),
-    ),
-    (
-        re.compile(r"Internal error \((?P<name>\w+)\); the partial answer was kept\."),
-        gettext_noop("Internal error (%(name)s); the partial answer was kept."),
-    ),
+    gettext_noop("The model server refused the request (HTTP %(status)s)."),
+    gettext_noop("The model server refused the request (HTTP %(status)s): %(detail)s"),
+    gettext_noop("nothing answers at %(endpoint)s; check the base URL"),
+    gettext_noop("The model server failed (HTTP %(status)s)."),
+    gettext_noop("The model server failed (HTTP %(status)s): %(detail)s"),
+    gettext_noop("The model server sent an unexpected response (HTTP %(status)s)."),
+    gettext_noop("The model server did not send an event stream (content type %(type)s)."),
+    gettext_noop("The model server reported an error while answering (%(code)s)."),
+    gettext_noop("Could not reach the model server (%(server)s). Is it running?"),
+    gettext_noop("The model server (%(server)s) closed the connection without answering."),
+    gettext_noop("The model took longer than %(seconds)s s in all; the partial answer was kept."),
+    gettext_noop("The model took longer than %(seconds)s s in all to answer."),
+    gettext_noop("Internal error (%(name)s); the partial answer was kept."),
 )
+_GROUPS = {
+    "seconds": r"[\d.e+]+",
+    "status": r"\d+",
+    "endpoint": r"\S+",
+    "name": r"\w+",
+    "detail": r"(?s:.*)",
+}  # any other placeholder: ".+"
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"%\((\w+)\)s", template)  # text, name, text, name, ..., text
+    regex = "".join(
+        re.escape(part) if index % 2 == 0 else f"(?P<{part}>{_GROUPS.get(part, '.+')})"
+        for index, part in enumerate(parts)
+    )
+    return re.compile(regex)
+
+
+_PATTERNS = tuple((_pattern(template), template) for template in _TEMPLATES)
 
 
 def upstream_message(message: str) -> str:
