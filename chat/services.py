@@ -424,6 +424,10 @@ def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.Mess
     if live is not None and streaming and is_orphan(message, live):
         settle_answers([message.pk])
         message.refresh_from_db()
+    return _answer_view(message)
+
+
+def _answer_view(message: Message) -> fragments.MessageView:
     versions = versions_of(message, version_groups(message.conversation_id))
     return fragments.message_view(message, is_latest=True, version_ids=versions)
 
@@ -433,7 +437,7 @@ def ended_answers(conversation_ids: list[int], ids: set[int]) -> list[fragments.
     rows = Message.objects.filter(
         pk__in=ids, conversation_id__in=conversation_ids, role=Message.Role.ASSISTANT
     ).exclude(status=Message.Status.STREAMING)
-    return [view for row in rows if (view := saved_answer(row.pk)) is not None]
+    return [_answer_view(row) for row in rows]
 
 
 def saved_log(conversation_id: int, *, with_retry: bool) -> str:
