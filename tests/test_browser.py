@@ -323,6 +323,38 @@ def test_an_out_of_range_option_is_reported_and_blocks_nothing_else(
     assert problems == []
 
 
+def test_a_setting_changed_as_the_form_is_replaced_is_saved_too(
+    page: Page, app: App, problems: list[str]
+) -> None:
+    """Each change replaces the settings form with the server's copy; a change made the moment
+    the new form appears (a quick user, a script) is sent as well, not lost while htmx would
+    wait to wire up the new form."""
+    p = page
+    open_new_chat(p, app)
+    p.evaluate(
+        """() => {
+            const parent = document.getElementById('settings').parentElement;
+            new MutationObserver((records, observer) => {
+                const form = document.getElementById('settings');
+                if (!records.some((r) => [...r.addedNodes].includes(form))) return;
+                observer.disconnect();
+                const model = form.querySelector('select[name=model]');
+                model.value = 'qwen-turbo';
+                model.dispatchEvent(new Event('change', {bubbles: true}));
+            }).observe(parent, {childList: true});
+        }"""
+    )
+    with p.expect_response(
+        lambda r: r.url.endswith("/settings/") and "qwen-turbo" in (r.request.post_data or ""),
+        timeout=10_000,
+    ):
+        p.get_by_role("checkbox", name="Stream").click()
+    p.reload()
+    assert p.get_by_role("combobox", name="Model").input_value() == "qwen-turbo"
+    assert not p.get_by_role("checkbox", name="Stream").is_checked()
+    assert problems == []
+
+
 def test_a_reload_mid_answer_shows_the_prompt_and_the_answer_so_far_once(
     page: Page, app: App, simulator: Simulator, problems: list[str]
 ) -> None:
