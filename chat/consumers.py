@@ -41,8 +41,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_SIGNED_OUT = 4401
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
-# How long a socket holds another worker's frames waiting for that worker's snapshot.
+# How long a socket holds another worker's frames waiting for that worker's snapshot, and how
+# often it asks: a request published while that worker's Redis connection is still coming back
+# is lost, and a second one a moment later is not.
 SNAPSHOT_WAIT = 2.0
+SNAPSHOT_ATTEMPTS = 3
 # How long an answer shown as streaming may go without a frame before the database is asked
 # whether it ended (its final frame lost) or its worker died. A slow upstream costs one query.
 SILENCE_CHECK = 5.0
@@ -146,8 +149,10 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         answer_id, seq = event["answer"], event["seq"]
         held = self.pending.get(answer_id)
         if held is not None:
-            held.append(event)  # until the snapshot it follows arrives
-            return
+            if event["kind"] != "final":
+                held.append(event)  # until the snapshot it follows arrives
+                return
+            del self.pending[answer_id]  # the final frame holds the whole answer: no wait
         last = self.seen.get(answer_id, 0)
         if seq <= last:
             return  # already contained in a snapshot this socket got
@@ -207,22 +212,37 @@ class FrameConsumer(AsyncJsonWebsocketConsumer):
         """An answer another worker generates: ask it for the text so far, holding its frames
         meanwhile, so nothing is lost or doubled however the two race."""
         self.pending[answer_id] = held
+        await self._request_snapshot(conversation_id, answer_id)
+        self.timers.append(asyncio.create_task(self._snapshot_deadline(conversation_id, answer_id)))
+
+    async def _request_snapshot(self, conversation_id: int, answer_id: int) -> None:
         try:
             await get_service().request_snapshot(conversation_id, answer_id, self.channel_name)
-        except Exception as exc:  # the layer is down: the deadline falls back
+        except Exception as exc:  # the layer is down: the deadline asks again, then falls back
             logger.warning("could not ask for a snapshot of answer %d: %s", answer_id, exc)
-        self.timers.append(asyncio.create_task(self._snapshot_deadline(answer_id)))
 
-    async def _snapshot_deadline(self, answer_id: int) -> None:
-        """No snapshot came (the answer ended, or its worker died, or the layer is down):
-        show the saved state if it ended, else the frames held; silence is watched after."""
-        await asyncio.sleep(SNAPSHOT_WAIT)
+    async def _snapshot_deadline(self, conversation_id: int, answer_id: int) -> None:
+        """No snapshot came yet. If the answer ended meanwhile, show its saved state; if it
+        still streams, ask again (a request lost to a reconnecting layer), and after the last
+        attempt show the frames held (the final frame mends the gap); silence is watched after.
+        """
+        for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
+            await asyncio.sleep(SNAPSHOT_WAIT)
+            if answer_id not in self.pending:
+                return  # the snapshot (or the final frame) came
+            view = await database_sync_to_async(saved_answer)(answer_id)
+            if answer_id not in self.pending:
+                return  # it came while the database answered
+            if view is not None and view.status != Message.Status.STREAMING:
+                del self.pending[answer_id]
+                await self._send_final(view)
+                return
+            if view is None or attempt == SNAPSHOT_ATTEMPTS:
+                break
+            logger.info("no snapshot of answer %d yet: asking again", answer_id)
+            await self._request_snapshot(conversation_id, answer_id)
         held = self.pending.pop(answer_id, None)
         if held is None:
-            return
-        view = await database_sync_to_async(saved_answer)(answer_id)
-        if view is not None and view.status != Message.Status.STREAMING:
-            await self._send_final(view)
             return
         self._note(answer_id, ended=False)
         for frame in held:

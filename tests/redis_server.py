@@ -38,6 +38,29 @@ class RedisServer:
         wait_for_port(self.port, self.process)
         redis.Redis(port=self.port).ping()
 
+    def user_url(self, user: str) -> str:
+        """A REDIS_URL for a user of its own, so one worker's access can be cut (see
+        ``allow_channels``) while the others' goes on."""
+        redis.Redis(port=self.port).acl_setuser(
+            user, enabled=True, passwords=[f"+{user}-pw"], keys=["*"], channels=["*"],
+            categories=["+@all"],
+        )  # fmt: skip
+        return f"redis://{user}:{user}-pw@127.0.0.1:{self.port}/0"
+
+    def allow_channels(self, user: str, allowed: bool) -> None:
+        """Revoking a user's pub/sub channels disconnects its subscriptions (Redis 7) and
+        refuses new ones and its publishing: what it would hear meanwhile is lost.
+
+        Restoring them also closes its connections: redis-py reconnects at once, but its
+        resubscription refused, it had stayed connected and subscribed to nothing.
+        """
+        client = redis.Redis(port=self.port)
+        client.acl_setuser(
+            user, enabled=True, channels=["*"] if allowed else [], reset_channels=True
+        )
+        if allowed:
+            client.client_kill_filter(user=user)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()

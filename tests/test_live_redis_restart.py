@@ -22,11 +22,13 @@ from tests.conftest import (
     Visitor,
     collect_answer,
     send,
+    start_app,
+    stop_process,
     streamed_text,
     two_workers,
 )
 from tests.redis_server import RedisServer, redis_server
-from tests.test_live_team import database, on
+from tests.test_live_team import assert_continues_a_snapshot, database, on
 
 __all__ = ["database", "redis_server"]  # fixtures shared with other modules
 
@@ -128,6 +130,65 @@ async def test_an_answer_ending_while_redis_is_down_still_shows_its_end(
         sent = simulator.request_for("[t-redis-down-end]")
         assert final["data-status"] == "complete"
         assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
+    finally:
+        tab_a.close()
+        tab_b.close()
+
+
+@pytest.fixture(scope="module")
+def workers_of_their_own(
+    simulator: Simulator,
+    database: str,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[App, App]]:
+    """Two workers that reach Redis as different users: one can be cut off alone."""
+    started = []
+    try:
+        for side in ("a", "b"):
+            env = {
+                "LLM_API_BASE": simulator.base_url,
+                "DATABASE_URL": database,
+                "REDIS_URL": redis_server.user_url(f"worker-{side}"),
+            }
+            started.append(start_app(tmp_path_factory.mktemp(f"own-{side}"), env))
+        yield started[0][0], started[1][0]
+    finally:
+        for _, process in started:
+            stop_process(process)
+
+
+async def test_a_snapshot_request_lost_on_the_way_is_asked_again(
+    workers_of_their_own: tuple[App, App], simulator: Simulator, redis_server: RedisServer
+) -> None:
+    """The generating worker is cut off from Redis just as a socket on the other worker asks
+    it for the answer so far: that request is lost, so the socket asks again once the worker
+    is back, and shows the text so far, then every later frame once (not later frames after
+    a hole in the text)."""
+    a, b = workers_of_their_own
+    tab_a = Visitor(a)
+    tab_b = on(b, tab_a)
+    try:
+        conversation = tab_a.new_conversation()
+        async with tab_a.socket(conversation) as ws_a:
+            await send(ws_a, "Ask twice [t-lost-request]\n#sim tokens=300 tps=40 ttft=0.05")
+            answer_id = await first_delta(ws_a)
+            redis_server.allow_channels("worker-a", False)
+            try:
+                async with tab_b.socket(conversation) as ws_b:
+                    await asyncio.sleep(1.0)  # b asked on connect; a could not hear it
+                    redis_server.allow_channels("worker-a", True)
+                    _, late, final = await collect_answer(ws_b, answer_id, timeout=30)
+            finally:
+                redis_server.allow_channels("worker-a", True)
+        assert_continues_a_snapshot(late, answer_id)
+        assert f"no snapshot of answer {answer_id} yet: asking again" in b.log()
+        assert final["data-status"] == "complete"
+        sent = simulator.request_for("[t-lost-request]")
+        assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
+        for worker in (a, b):
+            errors = [line for line in worker.log().splitlines() if " ERROR " in line]
+            assert all("channels_redis" in line for line in errors), errors
     finally:
         tab_a.close()
         tab_b.close()

@@ -86,11 +86,15 @@ def assert_continues_a_snapshot(frames: list[Frame], answer_id: int) -> None:
     """A socket that joined mid-answer got its text so far (a snapshot at seq S > 1), then
     frames S+1, S+2, … with no gap and no repeat."""
     snapshot = next(
-        article
-        for f in frames
-        for article in f.articles
-        if article.get("id") == f"message-{answer_id}" and "data-seq" in article
+        (
+            article
+            for f in frames
+            for article in f.articles
+            if article.get("id") == f"message-{answer_id}" and "data-seq" in article
+        ),
+        None,
     )
+    assert snapshot is not None, "no snapshot of the answer so far"
     start = int(snapshot["data-seq"])
     assert start > 1  # it joined mid-answer
     seqs = [seq for f in frames for answer, seq, _ in f.deltas if answer == answer_id]
