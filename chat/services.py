@@ -38,6 +38,7 @@ from django.utils.translation import gettext
 
 from . import fragments, llm, providers, usage
 from .exceptions import ClientError
+from .layer_probe import PROBE_EVENT, LayerProbe, can_probe
 from .logformat import log_answer
 from .markdown import BlockSplitter
 from .models import Conversation, Message, answer_outcome, conversation_group
@@ -595,6 +596,7 @@ class GenerationService:
         self._saver: asyncio.Task[None] | None = None
         self.closing = False  # shutting down: answers in flight finish, no new ones start
         self._listener: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None  # see layer_probe
 
     def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
         """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
@@ -688,6 +690,9 @@ class GenerationService:
         # The default prefix on purpose: channels-redis reads a process's channels through one
         # shared receive loop, and a channel of another prefix would hold it for seconds.
         channel = await layer.new_channel()
+        probe = LayerProbe(layer, channel)
+        if can_probe(layer):
+            self._probe = asyncio.create_task(probe.run(), name="channel-layer-probe")
         joined: float | None = None  # not 0.0: the monotonic clock starts near 0 at boot
         while True:
             if joined is None or time.monotonic() - joined > GROUP_REFRESH:  # membership expires
@@ -702,7 +707,9 @@ class GenerationService:
                 await asyncio.sleep(1)
                 continue
             kind = message.get("type")
-            if kind == STOP_EVENT:
+            if kind == PROBE_EVENT:
+                probe.hear(message)
+            elif kind == STOP_EVENT:
                 self._stop_here(int(message["conversation"]), int(message["answer"]))
             elif kind == SNAPSHOT_REQUEST:
                 try:

@@ -47,18 +47,19 @@ class RedisServer:
         )  # fmt: skip
         return f"redis://{user}:{user}-pw@127.0.0.1:{self.port}/0"
 
-    def allow_channels(self, user: str, allowed: bool) -> None:
+    def allow_channels(self, user: str, allowed: bool, *, reconnect: bool = True) -> None:
         """Revoking a user's pub/sub channels disconnects its subscriptions (Redis 7) and
         refuses new ones and its publishing: what it would hear meanwhile is lost.
 
-        Restoring them also closes its connections: redis-py reconnects at once, but its
-        resubscription refused, it had stayed connected and subscribed to nothing.
+        redis-py reconnects at once but, its resubscription refused, stays connected and
+        subscribed to nothing; restoring the channels with ``reconnect`` also closes its
+        connections, so it reconnects and subscribes again.
         """
         client = redis.Redis(port=self.port)
         client.acl_setuser(
             user, enabled=True, channels=["*"] if allowed else [], reset_channels=True
         )
-        if allowed:
+        if allowed and reconnect:
             client.client_kill_filter(user=user)
 
     def kill(self) -> None:

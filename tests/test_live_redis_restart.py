@@ -73,6 +73,14 @@ def assert_refilled(frames: list[Frame], answer_id: int) -> None:
     assert seqs == list(range(start + 1, start + 1 + len(seqs)))
 
 
+def assert_only_redis_complained(*workers: App) -> None:
+    """While Redis was away, channels-redis logged its reconnect attempts as errors; nothing of
+    ours failed (a refused frame is a warning, a refill or a new subscription information)."""
+    for worker in workers:
+        errors = [line for line in worker.log().splitlines() if " ERROR " in line]
+        assert all("channels_redis" in line for line in errors), errors
+
+
 async def test_redis_restarting_mid_answer_loses_nothing(
     workers: tuple[App, App], simulator: Simulator, redis_server: RedisServer
 ) -> None:
@@ -186,17 +194,41 @@ async def test_a_snapshot_request_lost_on_the_way_is_asked_again(
         assert final["data-status"] == "complete"
         sent = simulator.request_for("[t-lost-request]")
         assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
-        for worker in (a, b):
-            errors = [line for line in worker.log().splitlines() if " ERROR " in line]
-            assert all("channels_redis" in line for line in errors), errors
+        assert_only_redis_complained(a, b)
     finally:
         tab_a.close()
         tab_b.close()
 
 
+async def test_a_worker_refused_its_subscriptions_hears_again_by_itself(
+    workers_of_their_own: tuple[App, App], simulator: Simulator, redis_server: RedisServer
+) -> None:
+    """Redis refuses a worker's subscriptions for a moment (its channel permissions revoked,
+    then restored): redis-py stays connected, subscribed to nothing, and says nothing. The
+    worker notices its own probe missing and subscribes again, so its sockets see answers
+    stream live again instead of only their final text."""
+    a, _ = workers_of_their_own
+    tab = Visitor(a)
+    try:
+        conversation = tab.new_conversation()
+        async with tab.socket(conversation) as ws:
+            await asyncio.sleep(0.5)  # the worker's listener (and probe) start with a socket
+            redis_server.allow_channels("worker-a", False)
+            await asyncio.sleep(0.5)
+            redis_server.allow_channels("worker-a", True, reconnect=False)
+            await send(ws, "Deaf no more [t-deaf]\n#sim tokens=600 tps=40 ttft=0.05")
+            answer_id, frames, final = await collect_answer(ws, timeout=40)
+        sent = simulator.request_for("[t-deaf]")
+        assert final["data-status"] == "complete"
+        assert tab.export(conversation)["messages"][-1]["content"] == sent["text"]
+        live = [f.at for f in frames if any(shown == answer_id for shown, _, _ in f.deltas)]
+        assert live, "no live frame: the worker never heard its answer again"
+        assert frames[-1].at - live[0] > 3  # streaming again well before the end (15 s)
+        assert "stopped hearing the channel layer" in a.log()
+        assert_only_redis_complained(a)
+    finally:
+        tab.close()
+
+
 def test_only_the_redis_client_complained(workers: tuple[App, App]) -> None:
-    """While Redis was down, channels-redis logged its reconnect attempts; nothing of ours
-    failed (a refused frame is a warning, a refill is information)."""
-    for worker in workers:
-        errors = [line for line in worker.log().splitlines() if " ERROR " in line]
-        assert all("channels_redis" in line for line in errors), errors
+    assert_only_redis_complained(*workers)
