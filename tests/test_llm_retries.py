@@ -337,7 +337,7 @@ async def test_cancelling_during_the_backoff_returns_at_once(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled_at < 0.1
+    assert time.monotonic() - cancelled_at < 1  # not the 9.8 s left of the wait (2 cores in CI)
     await asyncio.sleep(0.2)
     assert len(attempts(simulator, marker)) == 1
 
