@@ -1,7 +1,8 @@
 """``/healthz``: is this worker able to serve? For load balancers, nginx and monitoring.
 
 It checks what a worker needs beyond itself: the database (a query) and the channel layer
-(Redis answers a PING; the in-memory layer is always there). A worker shutting down says
+(Redis answers a PING and this worker's own probes through it come back; the in-memory layer
+is always there). A worker shutting down says
 "draining" (503), so a balancer that checks stops sending it new people while its answers
 finish. Anonymous callers learn only that word (200 for "ok", else 503); staff also see each
 check and this worker's answers in flight. Nothing in it names a host, a URL or a secret.
@@ -32,9 +33,16 @@ def _database() -> None:
         cursor.fetchone()
 
 
+class NotHearing(Exception):
+    """Redis answers, but this worker's probes through it are lost (see ``layer_probe``)."""
+
+
 async def _channel_layer() -> None:
     if not settings.REDIS_URL:
         return  # the in-memory layer lives in this process
+    service = peek_service()
+    if service is not None and service.probe is not None and service.probe.deaf:
+        raise NotHearing
     client = aioredis.from_url(
         settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
     )

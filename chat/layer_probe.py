@@ -6,7 +6,8 @@ changed meanwhile, say), the connection stays up subscribed to nothing, and noth
 The worker would go on generating and saving while its sockets got no frames (only final
 answers, from the database) and it heard no Stop or snapshot request from the others. So every
 ``PROBE_EVERY`` seconds it sends itself a probe; one that does not come back in
-``PROBE_TIMEOUT`` seconds makes it subscribe again to all it listens to.
+``PROBE_TIMEOUT`` seconds makes it subscribe again to all it listens to. Two lost in a row
+(or refused) and ``/healthz`` says the worker is unavailable, so a balancer can leave it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class LayerProbe:
         self.channel = channel
         self.sent = 0
         self.heard = 0
+        self.lost_in_a_row = 0  # probes refused by Redis or not heard back
+
+    @property
+    def deaf(self) -> bool:
+        return self.lost_in_a_row >= 2
 
     def hear(self, message: dict[str, Any]) -> None:
         """Called by the listener for each probe it receives."""
@@ -43,10 +49,13 @@ class LayerProbe:
             try:
                 await self.layer.send(self.channel, {"type": PROBE_EVENT, "n": self.sent})
             except Exception:  # Redis unreachable: redis-py reconnects and resubscribes itself
+                self.lost_in_a_row += 1
                 continue
             await asyncio.sleep(PROBE_TIMEOUT)
             if self.heard >= self.sent:
+                self.lost_in_a_row = 0
                 continue
+            self.lost_in_a_row += 1
             logger.warning(
                 "this worker stopped hearing the channel layer (probe %d lost): subscribing again",
                 self.sent,

@@ -596,7 +596,8 @@ class GenerationService:
         self._saver: asyncio.Task[None] | None = None
         self.closing = False  # shutting down: answers in flight finish, no new ones start
         self._listener: asyncio.Task[None] | None = None
-        self._probe: asyncio.Task[None] | None = None  # see layer_probe
+        self.probe: LayerProbe | None = None  # is this worker still hearing Redis?
+        self._probe: asyncio.Task[None] | None = None
 
     def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
         """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
@@ -692,6 +693,7 @@ class GenerationService:
         channel = await layer.new_channel()
         probe = LayerProbe(layer, channel)
         if can_probe(layer):
+            self.probe = probe
             self._probe = asyncio.create_task(probe.run(), name="channel-layer-probe")
         joined: float | None = None  # not 0.0: the monotonic clock starts near 0 at boot
         while True:

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.conftest import (
@@ -74,11 +75,13 @@ def assert_refilled(frames: list[Frame], answer_id: int) -> None:
 
 
 def assert_only_redis_complained(*workers: App) -> None:
-    """While Redis was away, channels-redis logged its reconnect attempts as errors; nothing of
-    ours failed (a refused frame is a warning, a refill or a new subscription information)."""
+    """While Redis was away, channels-redis logged its reconnect attempts as errors (and Django
+    each 503 of /healthz meanwhile); nothing of ours failed (a refused frame is a warning, a
+    refill or a new subscription information)."""
+    expected = ("channels_redis", "Service Unavailable: /healthz")
     for worker in workers:
         errors = [line for line in worker.log().splitlines() if " ERROR " in line]
-        assert all("channels_redis" in line for line in errors), errors
+        assert all(any(word in line for word in expected) for line in errors), errors
 
 
 async def test_redis_restarting_mid_answer_loses_nothing(
@@ -200,6 +203,18 @@ async def test_a_snapshot_request_lost_on_the_way_is_asked_again(
         tab_b.close()
 
 
+async def health_becomes(app: App, status: int, within: float) -> dict[str, str]:
+    """Polls /healthz until it answers ``status``; returns what it said."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(base_url=app.url) as client:
+        while True:
+            response = await client.get("/healthz")
+            if response.status_code == status or time.monotonic() > deadline:
+                assert response.status_code == status, response.text
+                return dict(response.json())
+            await asyncio.sleep(0.5)
+
+
 async def test_a_worker_refused_its_subscriptions_hears_again_by_itself(
     workers_of_their_own: tuple[App, App], simulator: Simulator, redis_server: RedisServer
 ) -> None:
@@ -214,8 +229,11 @@ async def test_a_worker_refused_its_subscriptions_hears_again_by_itself(
         async with tab.socket(conversation) as ws:
             await asyncio.sleep(0.5)  # the worker's listener (and probe) start with a socket
             redis_server.allow_channels("worker-a", False)
-            await asyncio.sleep(0.5)
+            # Redis still answers a PING, but the worker's probes are refused: a balancer
+            # checking /healthz stops sending people to it.
+            assert await health_becomes(a, 503, within=20) == {"status": "unavailable"}
             redis_server.allow_channels("worker-a", True, reconnect=False)
+            assert await health_becomes(a, 200, within=20) == {"status": "ok"}
             await send(ws, "Deaf no more [t-deaf]\n#sim tokens=600 tps=40 ttft=0.05")
             answer_id, frames, final = await collect_answer(ws, timeout=40)
         sent = simulator.request_for("[t-deaf]")
