@@ -55,6 +55,7 @@ class MessageView:
     thinking_s: float | None = None  # while streaming: seconds the model has been thinking
     conversation_id: int | None = None
     version_ids: tuple[int, ...] = ()  # a regenerated answer's versions, oldest first
+    retry_note: str = ""  # while waiting: why the first word is late (see ``retry_note``)
 
     @property
     def outcome(self) -> str:
@@ -299,6 +300,27 @@ def thinking_status(
         f' data-timer data-label="{escape(label)}" data-unit="{escape(unit)}"'
         f' data-elapsed="{elapsed_s or 0:.3f}">'
         f"{escape(label)} {escape(duration(elapsed_s or 0, 1))}</span>"
+    )
+
+
+def retry_note(attempt: int, retries: int, wait: float, reason: str) -> str:
+    """Why the first word is late: the model server refused for now and is asked again."""
+    return gettext(
+        "The model server refused for now (%(reason)s): asking again in %(seconds)s s"
+        " (%(attempt)s of %(retries)s)."
+    ) % {
+        "reason": reason,
+        "seconds": floatformat(wait, -1),
+        "attempt": attempt,
+        "retries": retries,
+    }
+
+
+def retry_frame(answer_id: int, note: str) -> str:
+    """Shows ``note`` beside the "waiting…" timer, which keeps counting."""
+    return (
+        f'<span id="answer-{answer_id}-retry" class="waiting__retry" role="status"'
+        f' hx-swap-oob="true">{escape(note)}</span>'
     )
 
 

@@ -490,6 +490,7 @@ class Generation:
     finish_reason: str = ""
     request_id: str = ""  # the upstream's id for this answer, for support
     error: llm.UpstreamError | None = None
+    retrying: llm.Retrying | None = None  # the last refusal asked again after, before a token
     stop_requested: bool = False
     done: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -545,7 +546,15 @@ class Generation:
             provider_name=base.provider_name,
             conversation_id=self.turn.conversation_id,
             version_ids=base.version_ids,
+            retry_note=self.retry_note(),
         )
+
+    def retry_note(self) -> str:
+        """Why the first word is late, while it still is (in the active language)."""
+        if self.retrying is None or self.first_token_at is not None:
+            return ""
+        r = self.retrying
+        return fragments.retry_note(r.attempt, r.retries, r.wait, r.reason)
 
     def outcome(self) -> dict[str, Any]:
         """Columns of the finished answer row."""
@@ -953,6 +962,9 @@ class GenerationService:
                 generation.request_id = event.request_id or ""
             elif isinstance(event, llm.Failed):
                 generation.error = event.error
+            elif isinstance(event, llm.Retrying):
+                generation.retrying = event
+                generation.wake.set()
 
     async def _publish_in_language(self, generation: Generation) -> None:
         """The publisher, writing every frame in the language of the socket that asked."""
@@ -962,11 +974,18 @@ class GenerationService:
     async def _publish_loop(self, generation: Generation) -> None:
         """Send coalesced deltas; at the end save the answer, then send the final frame."""
         sent_first = sent_reasoning = sent_text = False
+        told: llm.Retrying | None = None
         while True:
             await generation.wake.wait()
             generation.wake.clear()
             # Read before draining: text that lands after this is still flushed next round.
             finished = generation.done
+            if generation.retrying is not told and not finished:
+                told = generation.retrying
+                if note := generation.retry_note():  # with or without streaming: a late answer
+                    await self._publish(
+                        generation, fragments.retry_frame(generation.answer_id, note), kind="delta"
+                    )
             text = "".join(generation.pending_text)
             reasoning = "".join(generation.pending_reasoning)
             generation.pending_text.clear()

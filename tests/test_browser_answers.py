@@ -112,3 +112,25 @@ def test_code_is_highlighted_and_the_copy_buttons_copy_code_and_answer(
         "(el) => getComputedStyle(el.parentElement, '::before').content.replaceAll('\"', '')"
     ))  # fmt: skip
     assert problems == []
+
+
+def test_a_late_first_word_says_why_then_gives_way_to_the_answer(
+    page: Page, app: App, simulator: Simulator, problems: list[str]
+) -> None:
+    """The model server refuses once (rate limited) and is asked again: the page says so under
+    the timer (a status, read out by screen readers), then shows the answer and no trace of
+    the note."""
+    p = page
+    open_new_chat(p, app)
+    box = p.get_by_role("textbox", name="Message")
+    box.fill("Late [t-browser-retry]\n#sim fault=429 retry_after=1 fault_times=1 tokens=12")
+    box.press("Enter")
+    note = p.get_by_role("status").filter(has_text="asking again in 1 s (1 of 2)")
+    note.wait_for()
+    assert "HTTP 429" in note.inner_text()
+    p.wait_for_selector('article[data-role="assistant"][data-status="complete"]')
+    sent = simulator.request_for("[t-browser-retry]")
+    answer = p.locator('article[data-role="assistant"] .markdown').last
+    assert answer.inner_text().split()[:3] == sent["text"].split()[:3]
+    assert p.get_by_text("asking again").count() == 0
+    assert problems == []

@@ -487,3 +487,36 @@ async def test_a_reconnected_page_learns_which_of_its_answers_ended_meanwhile(
             assert "not understood" in str(await asyncio.wait_for(ws.recv(), 5))
     finally:
         stranger.close()
+
+
+async def test_a_refusal_before_the_first_word_says_why_it_is_late(
+    visitor: Visitor, simulator: Simulator
+) -> None:
+    """The model server refuses once (HTTP 429, Retry-After: 2) and is asked again. Meanwhile
+    the answer says so beside its timer, also to a tab opened during the wait; then it streams
+    as usual, and the note leaves with the timer."""
+    conversation = visitor.new_conversation()
+    note = "The model server refused for now (HTTP 429 (limit_requests)): asking again in 2 s"
+    async with visitor.socket(conversation) as ws:
+        await send(
+            ws, "Busy first [t-retry-note]\n#sim fault=429 retry_after=2 fault_times=1 tokens=20"
+        )
+        frames: list[Frame] = []
+        while not any(note in f.html for f in frames):
+            frames.append(Frame(str(await asyncio.wait_for(ws.recv(), 5)), time.monotonic()))
+        assert not any(f.deltas for f in frames)  # said before any word of the answer
+        assert "(1 of 2)" in frames[-1].html and 'role="status"' in frames[-1].html
+        async with visitor.socket(conversation) as late:
+            snapshot = Frame(str(await asyncio.wait_for(late.recv(), 5)), time.monotonic())
+            assert note in html.unescape(snapshot.html)  # the tab opened meanwhile sees it too
+        answer_id = next(
+            int(a["id"].removeprefix("message-"))
+            for f in frames
+            for a in f.articles
+            if a.get("data-role") == "assistant"
+        )
+        _, rest, final = await collect_answer(ws, answer_id)
+    sent = simulator.request_for("[t-retry-note]")
+    assert streamed_text(rest, answer_id) == sent["text"]
+    assert final["data-status"] == "complete"
+    assert "asking again" not in visitor.http.get(f"/c/{conversation}/").text

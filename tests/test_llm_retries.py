@@ -21,6 +21,7 @@ from chat.llm import (
     Event,
     Failed,
     Finished,
+    Retrying,
     TextDelta,
     UpstreamAuthError,
     UpstreamBadRequest,
@@ -111,6 +112,8 @@ async def test_429_with_retry_after_waits_that_long_then_answers(
     assert first["outcome"] == "fault:429" and second["outcome"] == "complete"
     assert finished(events)
     assert text_of(events) == second["text"] and second["text"]
+    # The caller heard why the first word is late, and for how long, before it arrived.
+    assert events[0] == Retrying(attempt=1, retries=2, wait=1.0, reason="HTTP 429 (limit_requests)")
     waited = second["started_at"] - first["finished_at"]
     assert 0.95 <= waited < 1.6, waited  # Retry-After: 1, not the 0.05 s backoff
     assert elapsed < 3
@@ -132,6 +135,9 @@ async def test_503_twice_then_an_answer(
     assert [t["attempt"] for t in tries] == [1, 2, 3]
     assert finished(events)
     assert text_of(events) == tries[-1]["text"]
+    told = [(e.attempt, e.retries, e.reason[:8]) for e in events if isinstance(e, Retrying)]
+    assert told == [(1, 2, "HTTP 503"), (2, 2, "HTTP 503")]
+    assert all(isinstance(e, Retrying) for e in events[:2])  # before any text
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert len(retries) == 2
     assert all(r.levelno == logging.INFO for r in caplog.records if "retry" in r.getMessage())
@@ -150,7 +156,7 @@ async def test_503_more_times_than_retries_is_the_503(
     error = failure(events)
     assert isinstance(error, UpstreamServerError) and error.status == 503
     assert error.message.startswith("The model server failed (HTTP 503)")
-    assert len(events) == 1
+    assert [type(e) for e in events] == [Retrying, Retrying, Failed]
     assert [t["outcome"] for t in attempts(simulator, marker)] == ["fault:503"] * 3
 
 

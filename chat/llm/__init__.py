@@ -28,7 +28,8 @@ tree (``kind`` in brackets, stable for the UI and logs)::
 
 Event contract of one reply: zero or more ``ReasoningDelta``/``TextDelta``/``Usage`` in wire
 order, then exactly one terminal event, either ``Finished`` (possibly followed by a ``Usage``,
-as OpenAI-style servers send usage after the finish chunk) or ``Failed``; never both.
+as OpenAI-style servers send usage after the finish chunk) or ``Failed``; never both. Before
+the first of them, one ``Retrying`` per transient refusal the client asks again after.
 
 Thinking arrives as ``ReasoningDelta`` whatever the server calls it: ``reasoning_content``
 (DashScope, DeepSeek, llama.cpp), ``reasoning`` (vLLM), ``reasoning_text``, or a
@@ -46,6 +47,7 @@ from .events import (
     Failed,
     Finished,
     ReasoningDelta,
+    Retrying,
     TextDelta,
     UpstreamAuthError,
     UpstreamBadRequest,
@@ -69,6 +71,7 @@ __all__ = [
     "Failed",
     "Finished",
     "ReasoningDelta",
+    "Retrying",
     "TextDelta",
     "UpstreamAuthError",
     "UpstreamBadRequest",

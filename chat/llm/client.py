@@ -43,6 +43,7 @@ from .events import (
     Failed,
     Finished,
     ReasoningDelta,
+    Retrying,
     TextDelta,
     UpstreamError,
     UpstreamInterrupted,
@@ -414,15 +415,17 @@ class ChatClient:
                     logger.info("upstream %s needs incremental output for %s", server, model)
             except _Retry as retry:
                 attempt += 1
+                waiting = Retrying(attempt, self._retries, retry.wait, _failure_label(retry.error))
                 logger.info(
                     "upstream %s: %s; retry %d of %d in %.2f s",
                     server_label(self._base_url),
-                    _failure_label(retry.error),
+                    waiting.reason,
                     attempt,
                     self._retries,
                     retry.wait,
                 )
-                await asyncio.sleep(retry.wait)  # Stop (task cancellation) ends it at once
+                yield waiting
+                await asyncio.sleep(waiting.wait)  # Stop (task cancellation) ends it at once
 
     def _retry_wait(
         self, error: UpstreamError, attempt: int, deadline: float | None

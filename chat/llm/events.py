@@ -48,7 +48,19 @@ class Failed:
     error: UpstreamError
 
 
-Event: TypeAlias = TextDelta | ReasoningDelta | Usage | Finished | Failed
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """The server refused for now (``reason``: "HTTP 503", say) before the answer began; the
+    client asks again in ``wait`` seconds, as retry ``attempt`` of ``retries``. Lets the user
+    see why the first word is late instead of a timer alone."""
+
+    attempt: int
+    retries: int
+    wait: float
+    reason: str
+
+
+Event: TypeAlias = TextDelta | ReasoningDelta | Usage | Finished | Failed | Retrying
 
 
 class UpstreamError(Exception):
