@@ -421,6 +421,26 @@ def run_comparison(p: Page, app: App, tag: str) -> None:
     p.locator("[data-verdict]").wait_for(timeout=30000)
 
 
+def test_a_comparison_is_announced_by_its_verdict_not_token_by_token(
+    page: Page, app: App, problems: list[str]
+) -> None:
+    """Two panes streaming at once would be read out word by word, interleaved; they are not
+    live, and a status region reads the verdict once it is known."""
+    p = page
+    p.goto(app.url + "/compare/")
+    p.wait_for_selector('[data-connected="true"]')
+    announcer = p.get_by_role("status").and_(p.locator("#compare-announcer"))
+    assert announcer.get_attribute("aria-live") == "polite" and announcer.inner_text() == ""
+    run_comparison(p, app, "[t-kb-cmp-say]")
+    logs = p.get_by_role("log")
+    assert logs.count() == 2
+    assert all(logs.nth(i).get_attribute("aria-live") == "off" for i in range(2))
+    verdict = p.locator("[data-verdict]").inner_text()
+    assert "reading began after" in verdict
+    assert announcer.inner_text() == verdict
+    assert problems == []
+
+
 def test_a_phone_stacks_the_comparison_panes(phone: Page, app: App, problems: list[str]) -> None:
     p = phone
     run_comparison(p, app, "[t-kb-phone-cmp]")
