@@ -2,10 +2,10 @@
 
 It checks what a worker needs beyond itself: the database (a query) and the channel layer
 (Redis answers a PING and this worker's own probes through it come back; the in-memory layer
-is always there). A worker shutting down says
-"draining" (503), so a balancer that checks stops sending it new people while its answers
-finish. Anonymous callers learn only that word (200 for "ok", else 503); staff also see each
-check and this worker's answers in flight. Nothing in it names a host, a URL or a secret.
+is always there). A worker shutting down says "draining" (503), so a balancer that checks
+stops sending it new people while its answers finish. Anonymous callers learn only that word
+(200 for "ok", else 503); staff also see each check and this worker's answers in flight.
+Nothing in it names a host, a URL or a secret.
 """
 
 from __future__ import annotations

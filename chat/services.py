@@ -606,7 +606,7 @@ class GenerationService:
         self.closing = False  # shutting down: answers in flight finish, no new ones start
         self._listener: asyncio.Task[None] | None = None
         self.probe: LayerProbe | None = None  # is this worker still hearing Redis?
-        self._probe: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
 
     def client_for(self, upstream: providers.Upstream) -> llm.ChatClient:
         """One client per upstream and key, kept so what it learns (no stream_options) sticks."""
