@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,13 +162,18 @@ def start_app(
 
 @contextlib.contextmanager
 def two_workers(
-    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, name: str = "worker"
+    env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str = "worker",
+    per_side: Callable[[str], dict[str, str]] | None = None,
 ) -> Iterator[tuple[App, App]]:
-    """Two Daphne processes with the same settings (a team's workers), stopped afterwards."""
+    """Two Daphne processes with the same settings (a team's workers), stopped afterwards;
+    ``per_side("a")``/``("b")`` adds settings of one worker's own."""
     started: list[tuple[App, subprocess.Popen[bytes]]] = []
     try:
         for side in ("a", "b"):
-            started.append(start_app(tmp_path_factory.mktemp(f"{name}-{side}"), env))
+            own = {**env, **(per_side(side) if per_side else {})}
+            started.append(start_app(tmp_path_factory.mktemp(f"{name}-{side}"), own))
         yield started[0][0], started[1][0]
     finally:
         for _, process in started:

@@ -23,8 +23,6 @@ from tests.conftest import (
     Visitor,
     collect_answer,
     send,
-    start_app,
-    stop_process,
     streamed_text,
     two_workers,
 )
@@ -154,19 +152,14 @@ def workers_of_their_own(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[App, App]]:
     """Two workers that reach Redis as different users: one can be cut off alone."""
-    started = []
-    try:
-        for side in ("a", "b"):
-            env = {
-                "LLM_API_BASE": simulator.base_url,
-                "DATABASE_URL": database,
-                "REDIS_URL": redis_server.user_url(f"worker-{side}"),
-            }
-            started.append(start_app(tmp_path_factory.mktemp(f"own-{side}"), env))
-        yield started[0][0], started[1][0]
-    finally:
-        for _, process in started:
-            stop_process(process)
+    env = {"LLM_API_BASE": simulator.base_url, "DATABASE_URL": database}
+    with two_workers(
+        env,
+        tmp_path_factory,
+        name="own",
+        per_side=lambda side: {"REDIS_URL": redis_server.user_url(f"worker-{side}")},
+    ) as workers:
+        yield workers
 
 
 async def test_a_snapshot_request_lost_on_the_way_is_asked_again(
