@@ -17,9 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from .models import session_group
-
-SESSION_ENDED = "session.ended"
+from .live.protocol import SESSION_ENDED, SessionEnded, session_group
 
 
 def close_sockets_on_logout(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
@@ -28,7 +26,7 @@ def close_sockets_on_logout(sender: Any, request: HttpRequest, **kwargs: Any) ->
     key = request.session.session_key
     layer = get_channel_layer()
     if key and layer is not None:
-        async_to_sync(layer.group_send)(session_group(key), {"type": SESSION_ENDED})
+        async_to_sync(layer.group_send)(session_group(key), SessionEnded(type=SESSION_ENDED))
 
 
 @login_not_required

@@ -26,16 +26,17 @@ from django.utils.translation import gettext_lazy as _
 
 from . import fragments, providers, usage
 from .exceptions import ClientError
+from .generation.service import GenerationService, get_service
+from .generation.turns import Turn, create_turn
 from .i18n import duration
+from .live.protocol import COMPARE_EVENT, CompareEvent, comparison_group
 from .models import ComparisonResult, ComparisonRun, Conversation, Message
 from .owners import Owner
-from .services import GenerationService, Turn, create_turn, get_service
 
 logger = logging.getLogger(__name__)
 
 MODES = (ComparisonRun.Mode.STREAM, ComparisonRun.Mode.NOSTREAM)
 TRIAL_CHOICES = (1, 5)
-COMPARE_EVENT = "compare.frame"
 DONE_FRAME = '<span id="compare-done" hx-swap-oob="true" data-done hidden></span>'
 PROMPT_LIMIT = 4000
 SERVER_FIGURES_DELAY = 1.5  # seconds a browser has to report a trial before the server's show
@@ -54,11 +55,6 @@ PRESETS = [
         "with tests, and explain the tricky cases.",
     ),
 ]
-
-
-def comparison_group(run_id: int) -> str:
-    """The channel-layer group of one comparison run (named only here)."""
-    return f"comparison-{run_id}"
 
 
 def upstream_label(upstream: providers.Upstream | None = None) -> str:
@@ -359,7 +355,9 @@ class ComparisonService:
     async def _publish(self, run_id: int, html: str) -> None:
         layer = get_channel_layer()
         assert layer is not None
-        await layer.group_send(comparison_group(run_id), {"type": COMPARE_EVENT, "html": html})
+        await layer.group_send(
+            comparison_group(run_id), CompareEvent(type=COMPARE_EVENT, html=html)
+        )
 
 
 def _figures_if_unreported(owner: Owner, run_id: int, trial: int) -> str:

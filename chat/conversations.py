@@ -22,10 +22,11 @@ from django.utils.translation import gettext, ngettext
 
 from . import fragments
 from .exceptions import ClientError
+from .generation.records import version_groups, versions_of
+from .generation.turns import request_options
 from .i18n import upstream_message
 from .models import Conversation, Message, answer_outcome
 from .owners import Owner
-from .services import request_options, version_groups, versions_of
 
 # Deleted conversations are restorable for this long, then purged. At least the rate limit's
 # window (one minute): the limit counts saved answers, and purging sooner would forget them.

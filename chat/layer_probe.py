@@ -16,9 +16,10 @@ import asyncio
 import logging
 from typing import Any
 
+from .live.protocol import PROBE_EVENT, Probe
+
 logger = logging.getLogger(__name__)
 
-PROBE_EVENT = "layer.probe"
 PROBE_EVERY = 5.0  # seconds between probes: one publish per worker, next to nothing
 PROBE_TIMEOUT = 3.0  # a probe is a round trip to Redis: milliseconds when all is well
 
@@ -47,7 +48,7 @@ class LayerProbe:
             await asyncio.sleep(PROBE_EVERY)
             self.sent += 1
             try:
-                await self.layer.send(self.channel, {"type": PROBE_EVENT, "n": self.sent})
+                await self.layer.send(self.channel, Probe(type=PROBE_EVENT, n=self.sent))
             except Exception:  # Redis unreachable: redis-py reconnects and resubscribes itself
                 self.lost_in_a_row += 1
                 continue

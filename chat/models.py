@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -28,16 +26,6 @@ def answer_outcome(status: str, error_kind: str, has_text: bool) -> str:
     if error_kind == "incomplete" or has_text:
         return "incomplete"
     return "failed"
-
-
-def session_group(session_key: str) -> str:
-    """The group of every socket a login session opened: signing out closes them all."""
-    return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:32]
-
-
-def conversation_group(conversation_id: int) -> str:
-    """The channel-layer group every socket showing this conversation joins (named only here)."""
-    return f"conversation-{conversation_id}"
 
 
 class Provider(models.Model):
@@ -146,10 +134,6 @@ class Conversation(models.Model):
     @property
     def display_title(self) -> str:
         return self.title or gettext("New chat")
-
-    @property
-    def group_name(self) -> str:
-        return conversation_group(self.pk)
 
 
 class Message(models.Model):

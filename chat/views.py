@@ -22,17 +22,11 @@ from django_htmx.middleware import HtmxDetails
 from . import conversations, providers
 from .exceptions import ClientError
 from .fragments import message_view
+from .generation.records import is_orphan, settle_orphans, version_groups, versions_of
+from .generation.service import get_service, peek_service
+from .generation.turns import request_options
 from .models import Conversation, Message, answer_outcome
 from .owners import Owner
-from .services import (
-    get_service,
-    is_orphan,
-    peek_service,
-    request_options,
-    settle_orphans,
-    version_groups,
-    versions_of,
-)
 from .settings_form import apply_settings
 
 
@@ -90,7 +84,7 @@ def _live_ids(conversation_id: int) -> set[int]:
 
     async def snapshots() -> set[int]:
         service = peek_service()
-        return {g.answer_id for g in service.snapshots(conversation_id)} if service else set()
+        return service.live_ids(conversation_id) if service else set()
 
     return async_to_sync(snapshots)()
 

@@ -116,7 +116,13 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.config(
-        env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600
+        env="DATABASE_URL",
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        # Channels runs every database call of a worker on one thread, so one persistent
+        # connection serves them all (a new PostgreSQL connection per call costs more than the
+        # call); the health check replaces one that PostgreSQL dropped (a restart) before use.
+        conn_max_age=600,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -327,10 +333,14 @@ LLM_RETRIES = int(os.environ.get("LLM_RETRIES", "2") or 0)
 LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 20.0)
 
 # --- Relay ------------------------------------------------------------------------------------
-# At most one websocket frame per answer per this many seconds (the first token never waits).
+# The longest a token may wait to share a frame with the next ones, when the worker is behind
+# (its event loop lags). A worker keeping up sends every token at once; the first never waits.
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL_MS", 30.0) / 1000
 # How often a streaming answer's text is saved while it grows (never per token).
 STREAM_SAVE_INTERVAL = env_float("STREAM_SAVE_INTERVAL_MS", 1000.0) / 1000
+# How long a finished answer's save is retried while the database is unreachable (a restart):
+# the answer stays in the worker's memory meanwhile, and its sockets get the final frame after.
+STREAM_FINAL_SAVE_TIMEOUT = env_float("STREAM_FINAL_SAVE_TIMEOUT_MS", 300000.0) / 1000
 # On SIGTERM a worker lets its answers in flight finish for this long, then stops and saves them.
 STREAM_SHUTDOWN_GRACE = env_float("STREAM_SHUTDOWN_GRACE_MS", 10000.0) / 1000
 # An answer still "streaming" whose worker has not touched it for this long died with that

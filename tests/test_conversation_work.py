@@ -20,16 +20,10 @@ from pytest_django.fixtures import Settings
 from chat import fragments
 from chat.conversations import PURGE_AFTER, search, show_version
 from chat.exceptions import ClientError
+from chat.generation.records import save_final, saved_log
+from chat.generation.turns import create_edit, create_retry, create_turn, get_conversation
 from chat.models import Conversation, Message
 from chat.owners import Owner
-from chat.services import (
-    create_edit,
-    create_retry,
-    create_turn,
-    get_conversation,
-    save_final,
-    saved_log,
-)
 
 from .conftest import Frame, Simulator, Visitor, collect_answer, send
 

@@ -212,9 +212,10 @@ def _upstream_messages() -> list[str]:
         "The model server did not send an event stream (content type 'text/html').",
         "Internal error (KeyError); the partial answer was kept.",
     ]
-    from chat import services
+    from chat.generation.records import INTERRUPTED_MESSAGE
+    from chat.generation.state import ServerStopped
 
-    messages += [services.INTERRUPTED_MESSAGE, services.ServerStopped.default_message]
+    messages += [INTERRUPTED_MESSAGE, ServerStopped.default_message]
     return messages
 
 

@@ -12,9 +12,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from chat.exceptions import ClientError
+from chat.generation.turns import create_turn, request_options
 from chat.models import Conversation, Message, Provider
 from chat.owners import Owner
-from chat.services import create_turn, request_options
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat.exceptions import ClientError
+from chat.generation.records import save_progress, settle_orphans
+from chat.generation.turns import create_retry, create_turn
 from chat.models import Conversation, Message
 from chat.owners import Owner
-from chat.services import create_retry, create_turn, save_progress, settle_orphans
 
 pytestmark = pytest.mark.django_db
 

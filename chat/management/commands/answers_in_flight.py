@@ -13,8 +13,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from chat.generation.records import is_orphan, settle_answers
 from chat.models import Message
-from chat.services import is_orphan, settle_answers
 
 
 class Command(BaseCommand):

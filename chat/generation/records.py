@@ -1,0 +1,197 @@
+"""Answers in the database: progress and final saves, answers a dead worker left, and the
+saved views a socket falls back to (sync; async callers go through ``database_sync_to_async``).
+
+A final save outlives a database that is briefly unreachable (``save_final_retrying``): the
+answer's text lives only in this worker's memory until it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from chat import fragments, usage
+from chat.models import Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
+
+
+def version_groups(conversation_id: int) -> dict[int, tuple[int, ...]]:
+    """Every regenerated answer's versions, oldest first, by the id of its first version."""
+    groups: dict[int, list[int]] = {}
+    later = Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT, version_of__isnull=False
+    ).values_list("version_of_id", "pk")
+    for first, pk in later:
+        groups.setdefault(first, [first]).append(pk)
+    return {first: tuple(ids) for first, ids in groups.items()}
+
+
+def versions_of(row: Message, groups: Mapping[int, tuple[int, ...]]) -> tuple[int, ...]:
+    """An answer's versions (empty if it has only the one)."""
+    if row.role != Message.Role.ASSISTANT:
+        return ()
+    return groups.get(row.version_of_id or row.pk, ())
+
+
+def shown_views(
+    conversation_id: int, rows: Sequence[Message], *, latest: bool
+) -> list[fragments.MessageView]:
+    """Views of shown messages, with their versions; ``latest``: the last one is the latest."""
+    groups = version_groups(conversation_id)
+    return [
+        fragments.message_view(
+            row, is_latest=latest and index == len(rows) - 1, version_ids=versions_of(row, groups)
+        )
+        for index, row in enumerate(rows)
+    ]
+
+
+def settle_answers(pks: list[int]) -> None:
+    """Mark these answers interrupted (text kept) if they are still "streaming"."""
+    Message.objects.filter(pk__in=pks, status=Message.Status.STREAMING).update(
+        status=Message.Status.ERROR,
+        error_kind="interrupted",
+        error_message=INTERRUPTED_MESSAGE,
+        completed_at=timezone.now(),
+    )
+
+
+def is_orphan(row: Message, live: set[int]) -> bool:
+    """Streaming, yet neither this worker nor any other has touched it lately: its worker died
+    (SIGKILL, crash, power). Live answers of other workers keep a fresh heartbeat."""
+    if row.pk in live:
+        return False
+    beat = row.heartbeat_at
+    return beat is None or timezone.now() - beat > timedelta(seconds=settings.STREAM_ORPHAN_AFTER)
+
+
+def settle_orphans(conversation: Conversation, live: set[int]) -> None:
+    """Mark as interrupted the answers a dead worker left "streaming", keeping their text."""
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING).only(
+        "id", "heartbeat_at"
+    )
+    orphans = [row.pk for row in streaming if is_orphan(row, live)]
+    if orphans:
+        settle_answers(orphans)
+
+
+def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -> None:
+    """Save the text so far of several growing answers, and the heartbeat of every answer this
+    worker runs (``alive``), in one transaction.
+
+    Only rows still streaming are touched, so a late progress save never undoes a final one.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        for answer_id, content, reasoning in rows:
+            Message.objects.filter(pk=answer_id, status=Message.Status.STREAMING).update(
+                content=content, reasoning=reasoning, heartbeat_at=now
+            )
+        changed = {row[0] for row in rows}
+        quiet = [pk for pk in alive if pk not in changed]
+        if quiet:
+            Message.objects.filter(pk__in=quiet, status=Message.Status.STREAMING).update(
+                heartbeat_at=now
+            )
+
+
+def streaming_answers(conversation_id: int, exclude: set[int]) -> list[int]:
+    """The conversation's answers marked streaming, other than ``exclude`` (this worker's)."""
+    rows = Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+    return [pk for pk in rows.values_list("pk", flat=True) if pk not in exclude]
+
+
+def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.MessageView | None:
+    """An answer as saved. Given ``live`` (this worker's answers), one a dead worker left
+    "streaming" is settled as interrupted first: a socket whose frames stopped coming shows
+    that, never "streaming" forever."""
+    message = Message.objects.filter(pk=answer_id).first()
+    if message is None:
+        return None
+    streaming = message.status == Message.Status.STREAMING
+    if live is not None and streaming and is_orphan(message, live):
+        settle_answers([message.pk])
+        message.refresh_from_db()
+    return _answer_view(message)
+
+
+def _answer_view(message: Message) -> fragments.MessageView:
+    versions = versions_of(message, version_groups(message.conversation_id))
+    return fragments.message_view(message, is_latest=True, version_ids=versions)
+
+
+def ended_answers(conversation_ids: list[int], ids: set[int]) -> list[fragments.MessageView]:
+    """Of ``ids``, the answers in these conversations that are no longer streaming."""
+    rows = Message.objects.filter(
+        pk__in=ids, conversation_id__in=conversation_ids, role=Message.Role.ASSISTANT
+    ).exclude(status=Message.Status.STREAMING)
+    return [_answer_view(row) for row in rows]
+
+
+def saved_log(conversation_id: int, *, with_retry: bool) -> str:
+    """The conversation's messages as saved, for a socket that missed an answer's first frame."""
+    shown = Message.objects.filter(conversation_id=conversation_id, hidden=False)
+    views = shown_views(conversation_id, list(shown.order_by("pk")), latest=with_retry)
+    return fragments.log_frame(conversation_id, views)
+
+
+def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = None) -> bool:
+    """Write the finished answer and add its tokens to its user's day; False if its
+    conversation was deleted meanwhile."""
+    with transaction.atomic():
+        saved = bool(Message.objects.filter(pk=answer_id).update(**fields))
+        if user_id is not None:
+            usage.add_tokens(user_id, fields.get("prompt_tokens"), fields.get("completion_tokens"))
+    return saved
+
+
+# A database that is briefly away (PostgreSQL restarting, a dropped connection, a full disk
+# being cleared) must not lose the answer: its text lives only in this worker's memory.
+SAVE_RETRY_FIRST = 0.5  # seconds before the second try; doubled each time up to SAVE_RETRY_MAX
+SAVE_RETRY_MAX = 10.0
+_RETRYABLE = (OperationalError, InterfaceError)
+
+
+async def save_final_retrying(
+    answer_id: int,
+    fields: Mapping[str, Any],
+    user_id: int | None,
+    *,
+    give_up_after: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> bool:
+    """``save_final`` until the database takes it (for up to ``give_up_after`` seconds); one
+    warning when it first fails, one line when it goes through. Raises the last error if it
+    never does."""
+    wait, waited, failures = SAVE_RETRY_FIRST, 0.0, 0
+    while True:
+        try:
+            saved = await database_sync_to_async(save_final)(answer_id, fields, user_id)
+        except _RETRYABLE as exc:
+            failures += 1
+            if waited >= give_up_after:
+                logger.error("answer %d: the final save failed for %.0f s; giving up (%s)",
+                             answer_id, waited, exc)  # fmt: skip
+                raise
+            if failures == 1:
+                logger.warning("answer %d: the database refused the final save (%s: %s); "
+                               "trying again until it is back", answer_id, type(exc).__name__,
+                               str(exc).strip())  # fmt: skip
+            await sleep(wait)
+            waited += wait
+            wait = min(wait * 2, SAVE_RETRY_MAX)
+            continue
+        if failures:
+            logger.info("answer %d: saved after %d failed attempts", answer_id, failures)
+        return saved

@@ -1,0 +1,187 @@
+"""One answer in flight: its text so far, timings and outcome (no I/O here)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from chat import fragments, llm
+from chat.live.protocol import SnapshotEvent
+from chat.markdown import BlockSplitter
+from chat.models import Message
+
+from .turns import Turn
+
+
+class ServerStopped(llm.UpstreamInterrupted):
+    """This worker shut down mid-answer (SIGTERM past the grace): not the upstream's fault."""
+
+    kind = "interrupted"
+    default_message = "The server stopped before this answer finished. Retry to ask again."
+
+
+@dataclass(eq=False)
+class Generation:
+    """One answer in flight: its text so far, what its published frames hold, its timings."""
+
+    turn: Turn
+    origin: str | None = None
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    pending_text: list[str] = field(default_factory=list)
+    pending_reasoning: list[str] = field(default_factory=list)
+    seq: int = 0
+    lost_frames: int = 0  # frames the channel layer refused (logged once per answer)
+    # Ours, per answer: in the log lines and sent upstream as X-Request-Id (beside theirs).
+    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # How many parts of text/reasoning the published frames hold (what a snapshot may show).
+    shown_text: int = 0
+    shown_reasoning: int = 0
+    blocks: BlockSplitter = field(default_factory=BlockSplitter)
+    saved_size: tuple[int, int] = (0, 0)  # parts of text/reasoning in the last progress save
+    committed: int = 0  # characters of shown text already sent as rendered markdown blocks
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None  # thinking or answer, whichever came first
+    first_reasoning_at: float | None = None
+    first_text_at: float | None = None
+    finished_at: float | None = None
+    usage: llm.Usage | None = None
+    finish_reason: str = ""
+    request_id: str = ""  # the upstream's id for this answer, for support
+    error: llm.UpstreamError | None = None
+    retrying: llm.Retrying | None = None  # the last refusal asked again after, before a token
+    stop_requested: bool = False
+    done: bool = False
+    saved: bool = False  # its final save went through (the final frame follows)
+    reader: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def answer_id(self) -> int:
+        return self.turn.answer.id
+
+    @property
+    def language(self) -> str:
+        """The language its frames are written in (that of the socket that asked)."""
+        return self.turn.language or settings.LANGUAGE_CODE
+
+    def elapsed_ms(self, until: float | None = None) -> float:
+        return ((until or time.perf_counter()) - self.started) * 1000
+
+    def thinking_elapsed_s(self) -> float | None:
+        """Seconds of thinking so far while the model still thinks (for a live timer)."""
+        if self.first_reasoning_at is None or self.first_text_at is not None:
+            return None
+        return time.perf_counter() - self.first_reasoning_at
+
+    def thought_ms(self) -> float | None:
+        """How long the model thought, once its answer has begun."""
+        if self.first_reasoning_at is None or self.first_text_at is None:
+            return None
+        return (self.first_text_at - self.first_reasoning_at) * 1000
+
+    def live_view(self) -> fragments.MessageView:
+        """The answer as it stands, for a socket that joins mid-stream."""
+        base = self.turn.answer
+        return fragments.MessageView(
+            id=base.id,
+            role=base.role,
+            status=Message.Status.STREAMING,
+            content="".join(self.text[: self.shown_text]),
+            reasoning="".join(self.reasoning[: self.shown_reasoning]),
+            model=base.model,
+            streamed=base.streamed,
+            elapsed_s=self.elapsed_ms() / 1000,
+            thinking_s=self.thinking_elapsed_s(),
+            thinking_ms=self.thought_ms(),
+            seq=self.seq,
+            is_latest=True,
+            committed=self.committed,
+            buffered=base.buffered,
+            provider_name=base.provider_name,
+            conversation_id=self.turn.conversation_id,
+            version_ids=base.version_ids,
+            retry_note=self.retry_note(),
+        )
+
+    def snapshot(self) -> SnapshotEvent:
+        """The answer so far as one frame holding frames ``1..seq``, in the active language.
+
+        Synchronous on purpose: no frame can be published between reading the text and its seq.
+        """
+        frame = fragments.snapshot_frame(self.live_view())
+        return SnapshotEvent(
+            type="chat.snapshot",
+            answer=self.answer_id,
+            seq=self.seq,
+            html=frame.body,
+            chrome=frame.chrome,
+        )
+
+    def final_view(self, fields: dict[str, Any]) -> fragments.MessageView:
+        """The finished answer as every page shows it, from the columns just saved."""
+        answer = self.turn.answer
+        return fragments.MessageView(
+            id=self.answer_id,
+            role=Message.Role.ASSISTANT,
+            model=self.turn.model,
+            streamed=self.turn.stream,
+            buffered=answer.buffered,
+            provider_name=answer.provider_name,
+            is_latest=True,
+            conversation_id=self.turn.conversation_id,
+            version_ids=answer.version_ids,
+            **{k: v for k, v in fields.items() if k in _VIEW_FIELDS},
+        )
+
+    def retry_note(self) -> str:
+        """Why the first word is late, while it still is (in the active language)."""
+        if self.retrying is None or self.first_token_at is not None:
+            return ""
+        r = self.retrying
+        return fragments.retry_note(r.attempt, r.retries, r.wait, r.reason)
+
+    def outcome(self) -> dict[str, Any]:
+        """Columns of the finished answer row."""
+        status = Message.Status.COMPLETE
+        fields: dict[str, Any] = {}
+        if self.error is not None:
+            status = Message.Status.ERROR
+            fields.update(
+                error_kind=self.error.kind,
+                error_message=self.error.message,
+                retry_after=self.error.retry_after,
+                request_id=self.error.request_id or self.request_id,
+            )
+        elif self.stop_requested:
+            status = Message.Status.STOPPED
+        usage = self.usage
+        end = self.finished_at or time.perf_counter()
+        thinking_ms = None
+        if self.first_reasoning_at is not None:
+            thinking_ms = ((self.first_text_at or end) - self.first_reasoning_at) * 1000
+        fields.update(
+            status=status,
+            request_id=fields.get("request_id") or self.request_id,
+            content="".join(self.text),
+            reasoning="".join(self.reasoning),
+            finish_reason=self.finish_reason,
+            ttft_ms=self.elapsed_ms(self.first_token_at) if self.first_token_at else None,
+            thinking_ms=thinking_ms,
+            answer_ms=self.elapsed_ms(self.first_text_at) if self.first_text_at else None,
+            total_ms=self.elapsed_ms(end),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            completed_at=timezone.now(),
+        )
+        return fields
+
+
+_VIEW_FIELDS = set(fragments.MessageView.__dataclass_fields__) - {"id", "role", "model", "streamed"}

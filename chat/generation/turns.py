@@ -1,0 +1,280 @@
+"""Turns: the rows a send, a retry or an edit creates, in one transaction, before anything
+is sent upstream; and what the generation needs of them, as plain data (``Turn``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext
+
+from chat import fragments, providers, usage
+from chat.exceptions import ClientError
+from chat.models import Conversation, Message
+from chat.owners import Owner
+
+from .records import is_orphan, settle_answers, shown_views, version_groups
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The rows a send or retry created, as plain data for the generation and the fragments."""
+
+    conversation_id: int
+    model: str
+    stream: bool
+    context: list[dict[str, str]]
+    answer: fragments.MessageView
+    upstream: providers.Upstream
+    options: dict[str, Any] = field(default_factory=dict)
+    user_id: int | None = None  # whose usage the answer counts toward (None: a session)
+    user: fragments.MessageView | None = None
+    stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
+    new_title: str = ""
+    replaces: int | None = None  # a new version takes this (now hidden) version's place
+    log: tuple[fragments.MessageView, ...] | None = None  # after an edit: the log before it
+    # The language of the socket that asked (active when the turn is made): every frame of
+    # the answer, broadcast to all sockets showing the conversation, is written in it.
+    language: str = field(default_factory=lambda: translation.get_language() or "")
+
+
+def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
+    return owner.conversations().filter(pk=conversation_id).first()
+
+
+def request_options(conversation: Conversation) -> dict[str, Any]:
+    """The conversation's request options that are set; unset ones are not sent at all."""
+    names = ("temperature", "top_p", "max_tokens", "seed", "enable_thinking")
+    return {n: getattr(conversation, n) for n in names if getattr(conversation, n) is not None}
+
+
+def _upstream(conversation: Conversation) -> providers.Upstream:
+    """The conversation's provider, checked before anything is saved or sent."""
+    upstream = providers.upstream_for(conversation.provider_id)
+    if conversation.model not in upstream.models:
+        raise ClientError(
+            gettext(
+                "The model “%(model)s” is no longer offered by %(provider)s: pick another model."
+            )
+            % {"model": conversation.model, "provider": upstream.name}
+        )
+    problem = upstream.missing_key()
+    if problem:
+        raise ClientError(problem)
+    return upstream
+
+
+def _history(conversation: Conversation) -> list[Message]:
+    """The conversation's messages in order: read once per turn, for every check and context."""
+    return list(
+        conversation.messages.filter(hidden=False).only(
+            "id", "role", "content", "status", "created_at", "heartbeat_at", "version_of"
+        )
+    )
+
+
+def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
+    """Messages sent upstream: the system prompt, then every turn that has usable text.
+
+    Failed answers are left out (their partial text is kept for the reader, not the model),
+    and so is every answer's thinking: models expect only the answers of earlier turns.
+    """
+    messages: list[dict[str, str]] = []
+    if conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    for row in rows:
+        if row.status == Message.Status.ERROR:
+            continue
+        if row.role == Message.Role.ASSISTANT and not row.content:
+            continue
+        messages.append({"role": row.role, "content": row.content})
+    return messages
+
+
+def _check_idle(rows: list[Message], live: set[int]) -> None:
+    """Refuse a second answer while one streams; settle the ones a dead worker left."""
+    streaming = [row for row in rows if row.status == Message.Status.STREAMING]
+    orphans = [row for row in streaming if is_orphan(row, live)]
+    if orphans:
+        settle_answers([row.pk for row in orphans])
+        for row in orphans:
+            row.status = Message.Status.ERROR
+    if len(orphans) < len(streaming):
+        raise ClientError(
+            gettext("An answer is still streaming: stop it or wait for it to finish.")
+        )
+
+
+def _count_request(conversation: Conversation, *, rate_checked: bool = False) -> None:
+    """A request counts toward its user's day (refused past the token limit), and is refused
+    past the per-minute rate limit unless its caller checked that already."""
+    if not rate_checked:
+        usage.check_rate(conversation.user_id, conversation.session_key)
+    if conversation.user_id is not None:
+        usage.check_allowance(conversation.user_id)
+        usage.count_request(conversation.user_id)
+
+
+def _new_answer(
+    conversation: Conversation, upstream: providers.Upstream, version_of: int | None = None
+) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=conversation.model,
+        provider_name=upstream.name,
+        streamed=conversation.stream,
+        heartbeat_at=timezone.now(),
+        version_of_id=version_of,
+    )
+
+
+def _owned(owner: Owner, conversation_id: int) -> Conversation:
+    conversation = get_conversation(owner, conversation_id)
+    if conversation is None:
+        raise ClientError(gettext("This conversation no longer exists."))
+    return conversation
+
+
+def create_turn(
+    owner: Owner, conversation_id: int, text: str, live: set[int], *, standalone: bool = False
+) -> Turn:
+    """Save the user's message (before anything is sent upstream) and an empty answer.
+
+    ``standalone`` sends the message without the conversation's earlier turns (each trial of
+    a comparison is the same single question, not a follow-up).
+    """
+    text = _message_text(text)
+    with transaction.atomic():
+        conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
+        rows = _history(conversation)
+        _check_idle(rows, live)
+        _count_request(conversation, rate_checked=standalone)  # comparisons check per run
+        # A Retry button on the previous answer goes stale once a new question is asked.
+        stale_retry = (
+            rows[-1].pk
+            if rows and rows[-1].status in {Message.Status.ERROR, Message.Status.STOPPED}
+            else None
+        )
+        user = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=text
+        )
+        answer = _new_answer(conversation, upstream)
+        conversation.updated_at = timezone.now()
+        new_title = "" if conversation.title else " ".join(text.split())[:60]
+        conversation.title = conversation.title or new_title
+        conversation.save(update_fields=["updated_at", "title"])
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, [user] if standalone else [*rows, user]),
+        answer=fragments.message_view(answer, is_latest=True),
+        upstream=upstream,
+        options=request_options(conversation),
+        user_id=conversation.user_id,
+        user=fragments.message_view(user),
+        stale_retry=stale_retry,
+        new_title=new_title,
+    )
+
+
+def _message_text(text: str) -> str:
+    """A message as it will be saved, or a ClientError saying why it cannot be."""
+    text = text.strip()
+    if not text:
+        raise ClientError(gettext("Type a message first."))
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise ClientError(
+            gettext("That message is too long (%(length)s characters; at most %(limit)s).")
+            % {"length": f"{len(text):,}", "limit": f"{limit:,}"}
+        )
+    return text
+
+
+def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[int]) -> Turn:
+    """A new version of the latest answer (Retry, Regenerate), answering the same question.
+
+    The version it replaces is kept, hidden; the reader can show it again (‹ 1 / 2 ›), and
+    whichever version is shown is the one later questions send as context.
+    """
+    with transaction.atomic():
+        conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
+        rows = _history(conversation)
+        _check_idle(rows, live)
+        latest = rows[-1] if rows else None
+        if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
+            raise ClientError(gettext("Only the latest answer can be retried."))
+        _count_request(conversation)
+        first = latest.version_of_id or latest.pk
+        Message.objects.filter(pk=latest.pk).update(hidden=True)
+        answer = _new_answer(conversation, upstream, version_of=first)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        version_ids = version_groups(conversation.pk)[first]
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, rows[:-1]),
+        answer=fragments.message_view(answer, is_latest=True, version_ids=version_ids),
+        upstream=upstream,
+        options=request_options(conversation),
+        user_id=conversation.user_id,
+        stale_retry=latest.pk,
+        replaces=latest.pk,
+    )
+
+
+def create_edit(
+    owner: Owner, conversation_id: int, message_id: int, text: str, live: set[int]
+) -> Turn:
+    """Replace one of the user's messages with ``text`` and answer it anew.
+
+    The edited message and every turn after it leave the conversation: hidden, not deleted
+    (exports keep them, marked, and their answers still count toward the rate limit). The new
+    text is saved before anything is sent upstream, and answered with the turns before it.
+    """
+    text = _message_text(text)
+    with transaction.atomic():
+        conversation = _owned(owner, conversation_id)
+        upstream = _upstream(conversation)
+        rows = list(conversation.messages.filter(hidden=False))
+        _check_idle(rows, live)
+        mine = [row.pk == message_id and row.role == Message.Role.USER for row in rows]
+        index = mine.index(True) if any(mine) else None
+        if index is None:  # unknown, someone else's, an answer, or already replaced: all alike
+            raise ClientError(gettext("That message can no longer be edited."))
+        _count_request(conversation)
+        edited = rows[index]
+        Message.objects.filter(pk__in=[row.pk for row in rows[index:]]).update(hidden=True)
+        user = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=text,
+            version_of_id=edited.version_of_id or edited.pk,
+        )
+        answer = _new_answer(conversation, upstream)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        earlier = rows[:index]
+        log = tuple(shown_views(conversation.pk, earlier, latest=False))
+    return Turn(
+        conversation_id=conversation.pk,
+        model=conversation.model,
+        stream=conversation.stream,
+        context=_context(conversation, [*earlier, user]),
+        answer=fragments.message_view(answer, is_latest=True),
+        upstream=upstream,
+        options=request_options(conversation),
+        user_id=conversation.user_id,
+        user=fragments.message_view(user),
+        log=log,
+    )
