@@ -127,7 +127,10 @@ def view(answer: int, status: str, content: str = "done") -> fragments.MessageVi
 
 def shown(socket: FakeSocket) -> list[str]:
     """What the page shows, as the test's own short labels (a final article as "final")."""
-    return ["final" if 'data-status="complete"' in h else h.split(">")[0] + ">" for h in socket.sent]
+    return [
+        "final" if 'data-status="complete"' in html else html.split(">")[0] + ">"
+        for html in socket.sent
+    ]
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

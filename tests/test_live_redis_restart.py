@@ -72,6 +72,15 @@ def assert_refilled(frames: list[Frame], answer_id: int) -> None:
     assert seqs == list(range(start + 1, start + 1 + len(seqs)))
 
 
+def assert_every_delta_live(frames: list[Frame], answer_id: int) -> None:
+    """A socket on the worker generating the answer gets its frames directly, not through
+    Redis: every delta arrives, in order, with no gap and no snapshot, Redis or not."""
+    seqs = [seq for f in frames for answer, seq, _ in f.deltas if answer == answer_id]
+    assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    refills = [a for f in frames for a in f.articles if a.get("id") == f"message-{answer_id}"]
+    assert all("data-seq" not in article for article in refills)
+
+
 def assert_only_redis_complained(*workers: App) -> None:
     """While Redis was away, channels-redis logged its reconnect attempts as errors (and Django
     each 503 of /healthz meanwhile); nothing of ours failed (a refused frame is a warning, a
@@ -103,7 +112,7 @@ async def test_redis_restarting_mid_answer_loses_nothing(
             sent = simulator.request_for("[t-redis-restart]")
             assert final_a["data-status"] == final_b["data-status"] == "complete"
             assert tab_b.export(conversation)["messages"][-1]["content"] == sent["text"]
-            assert_refilled(frames_a, answer_id)  # the generating worker's own socket
+            assert_every_delta_live(frames_a, answer_id)  # the generating worker's own socket
             assert_refilled(frames_b, answer_id)  # the other worker's, via a snapshot request
 
             # After the restart the layer works again: the next answer streams live to both.

@@ -78,12 +78,15 @@ class LiveHub:
         followers.add(follower)
         if first and self.cross_process:
             await self.ready.wait()
-            # Join before announcing: a frame sent once the others know must find us in.
-            await self.layer.group_add(conversation_group(conversation_id), self.worker)
-            await self.layer.group_send(
-                WORKERS_GROUP,
-                Follow(type=FOLLOW_EVENT, conversation=conversation_id, worker=self.worker),
-            )
+            try:
+                # Join before announcing: a frame sent once the others know must find us in.
+                await self.layer.group_add(conversation_group(conversation_id), self.worker)
+                await self.layer.group_send(
+                    WORKERS_GROUP,
+                    Follow(type=FOLLOW_EVENT, conversation=conversation_id, worker=self.worker),
+                )
+            except Exception as exc:  # Redis away: presence is repeated, gaps are refilled
+                logger.warning("could not follow conversation %d: %s", conversation_id, exc)
 
     async def unfollow(self, conversation_id: int, follower: Follower) -> None:
         followers = self.local.get(conversation_id)
@@ -94,11 +97,14 @@ class LiveHub:
             return
         del self.local[conversation_id]
         if self.cross_process and self.worker:
-            await self.layer.group_send(
-                WORKERS_GROUP,
-                Unfollow(type=UNFOLLOW_EVENT, conversation=conversation_id, worker=self.worker),
-            )
-            await self.layer.group_discard(conversation_group(conversation_id), self.worker)
+            try:
+                await self.layer.group_send(
+                    WORKERS_GROUP,
+                    Unfollow(type=UNFOLLOW_EVENT, conversation=conversation_id, worker=self.worker),
+                )
+                await self.layer.group_discard(conversation_group(conversation_id), self.worker)
+            except Exception as exc:  # Redis away: the others forget us when presence expires
+                logger.warning("could not unfollow conversation %d: %s", conversation_id, exc)
 
     async def deliver(self, event: FrameEvent) -> None:
         """Give a frame to every follower here of its conversation.
