@@ -1,0 +1,170 @@
+"""The publisher and the reader's pacing, without Daphne, a database or a channel layer.
+
+A fake upstream client yields the tokens a test feeds it; a recording follower stands for this
+worker's sockets and a recording layer for Redis. What is checked is what a socket would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import pytest
+
+from chat import fragments, llm
+from chat.generation.pacing import QUIET_LAG, Pacer
+from chat.generation.pipeline import AnswerRun, Publisher
+from chat.generation.state import Generation
+from chat.generation.turns import Turn
+from chat.live.hub import LiveHub
+from chat.live.protocol import FOLLOW_EVENT, UNFOLLOW_EVENT, Follow, FrameEvent, Unfollow
+from chat.models import Message
+
+CONVERSATION = 3
+
+
+class FeedClient:
+    """An upstream whose tokens the test hands over one by one (``None`` ends the reply)."""
+
+    def __init__(self) -> None:
+        self.feed: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def stream_reply(self, *args: Any, **kwargs: Any) -> AsyncGenerator[llm.Event, None]:
+        while (text := await self.feed.get()) is not None:
+            yield llm.TextDelta(text)
+        yield llm.Finished("stop")
+
+
+class Recorder:
+    """A socket of this worker, as the hub sees it."""
+
+    def __init__(self) -> None:
+        self.frames: list[FrameEvent] = []
+
+    async def deliver(self, event: FrameEvent) -> None:
+        self.frames.append(event)
+
+
+class RecordingLayer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        self.sent.append((group, message))
+
+    async def group_add(self, group: str, channel: str) -> None:
+        pass
+
+
+def generation(answer_id: int = 30) -> Generation:
+    answer = fragments.MessageView(
+        id=answer_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, content="",
+        conversation_id=CONVERSATION, is_latest=True,
+    )  # fmt: skip
+    turn = Turn(
+        conversation_id=CONVERSATION, model="m", stream=True, context=[], answer=answer,
+        upstream=None,  # type: ignore[arg-type]  # not used by the reader
+        language="en",
+    )  # fmt: skip
+    return Generation(turn=turn)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def texts(frames: list[FrameEvent]) -> list[str]:
+    """The raw text each delta frame appended."""
+    return [m.group(1) for f in frames if (m := re.search(r'data-seq="\d+">([^<]*)<', f["html"]))]
+
+
+async def start_reader(pacer: Pacer) -> tuple[FeedClient, Recorder, asyncio.Task[None]]:
+    hub = LiveHub(None, cross_process=False)
+    recorder = Recorder()
+    await hub.follow(CONVERSATION, recorder)
+    client = FeedClient()
+    run = AnswerRun(
+        generation(), client, Publisher(hub, None), pacer,  # type: ignore[arg-type]
+        save_timeout=1, on_end=lambda g: None,
+    )  # fmt: skip
+    return client, recorder, asyncio.create_task(run.read())
+
+
+async def test_a_worker_that_keeps_up_sends_every_token_the_moment_it_arrives() -> None:
+    client, socket, reader = await start_reader(Pacer(max_window=0.03))
+    for index, token in enumerate(["Hello", " there", ",", " friend"]):
+        await client.feed.put(token)
+        # Delivered before the next token exists: no window, no timer.
+        await until(lambda index=index: len(socket.frames) == index + 1)
+    assert texts(socket.frames) == ["Hello", " there", ",", " friend"]
+    assert [f["seq"] for f in socket.frames] == [1, 2, 3, 4]
+    await client.feed.put(None)
+    await reader
+
+
+async def test_a_lagging_worker_sends_the_first_token_at_once_then_coalesces() -> None:
+    pacer = Pacer(max_window=1.0)
+    pacer.window = 0.05  # as if the loop lagged: a frame, then a window before the next
+    client, socket, reader = await start_reader(pacer)
+    await client.feed.put("First")
+    await until(lambda: len(socket.frames) == 1)  # the first token never waits
+    for token in ["a", "b", "c"]:
+        client.feed.put_nowait(token)
+    await until(lambda: len(socket.frames) == 2)
+    assert texts(socket.frames) == ["First", "abc"]  # the window's tokens share one frame
+    await client.feed.put(None)
+    await reader
+
+
+def test_the_window_follows_the_loops_lag_and_is_capped() -> None:
+    pacer = Pacer(max_window=0.03)
+    for _ in range(20):
+        pacer.measure(QUIET_LAG / 4)
+    assert pacer.window == 0.0
+    for _ in range(20):
+        pacer.measure(0.008)
+    assert pacer.window == pytest.approx(0.016, rel=0.05)
+    for _ in range(20):
+        pacer.measure(0.5)
+    assert pacer.window == 0.03
+    assert Pacer(max_window=0).window == 0.0
+
+
+async def test_deltas_cross_the_layer_only_while_another_worker_follows() -> None:
+    layer = RecordingLayer()
+    hub = LiveHub(layer, cross_process=True)
+    hub.worker = "worker-a"
+    hub.ready.set()
+    local = Recorder()
+    await hub.follow(CONVERSATION, local)
+    publisher = Publisher(hub, layer)
+    answer = generation()
+    layer.sent.clear()
+
+    await publisher.publish(answer, "turn", kind="turn")
+    await publisher.publish(answer, "d1", kind="delta")
+    crossed = [m["kind"] for _, m in layer.sent]
+    assert crossed == ["turn"]  # nobody else follows: the delta stayed here
+    assert [f["seq"] for f in local.frames] == [1, 2]
+
+    hub.heard(Follow(type=FOLLOW_EVENT, conversation=CONVERSATION, worker="worker-b"))
+    await publisher.publish(answer, "d2", kind="delta")
+    hub.heard(Unfollow(type=UNFOLLOW_EVENT, conversation=CONVERSATION, worker="worker-b"))
+    await publisher.publish(answer, "d3", kind="delta")
+    await publisher.publish(answer, "final", kind="final")
+    crossed = [(m["kind"], m["seq"], m["followed"]) for _, m in layer.sent]
+    assert crossed == [("turn", 1, False), ("delta", 3, True), ("final", 5, False)]
+    assert [f["seq"] for f in local.frames] == [1, 2, 3, 4, 5]  # every one, directly
+
+
+async def test_presence_expires_unless_repeated() -> None:
+    now = [100.0]
+    hub = LiveHub(RecordingLayer(), cross_process=True, clock=lambda: now[0])
+    hub.heard(Follow(type=FOLLOW_EVENT, conversation=CONVERSATION, worker="worker-b"))
+    assert hub.followed_elsewhere(CONVERSATION)
+    now[0] += 1000  # worker-b died without a word
+    assert not hub.followed_elsewhere(CONVERSATION)
