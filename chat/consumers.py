@@ -13,6 +13,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
 
@@ -24,7 +25,7 @@ from .generation.turns import get_conversation
 from .i18n import language_from_scope
 from .live.follower import CLOSE_BEHIND, SYNC_LIMIT, Follower
 from .live.protocol import COMPARE_EVENT, SNAPSHOT_EVENT, comparison_group, session_group
-from .live.socket import backlog_reader, server_send
+from .live.socket import backlog_reader, close_with, server_send
 from .models import ComparisonRun
 from .owners import Owner
 
@@ -55,17 +56,21 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     # The socket, as the follower sees it (``live.follower.Socket``) --------------------------
 
     async def send_text(self, html: str) -> None:
-        if self._raw_send is not None:
-            await self._raw_send({"type": "websocket.send", "text": html})
-        else:
+        if self._raw_send is None:
             await self.send(text_data=html)
+            return
+        try:
+            await self._raw_send({"type": "websocket.send", "text": html})
+        except Exception as exc:  # closed under us: its disconnect is on its way
+            logger.debug("socket %s is gone: %s", self.channel_name, exc)
 
     def backlog(self) -> int:
         return self._backlog() if self._backlog is not None else 0
 
     async def close_behind(self) -> None:
         """Too far behind for too long: close; the page reconnects and catches up."""
-        await self.close(code=CLOSE_BEHIND, reason="too slow: reconnect")
+        if not close_with(self.base_send, CLOSE_BEHIND, "too slow: reconnect"):
+            await self.close(code=CLOSE_BEHIND, reason="too slow: reconnect")
 
     # Messages in -----------------------------------------------------------------------------
 
@@ -121,7 +126,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if not callable(self._raw_send):
             self._raw_send = None
         self._backlog = backlog_reader(self.base_send)
-        self.follower = Follower(self, service, chrome=self.shows_chrome)
+        self.follower = Follower(
+            self,
+            service,
+            chrome=self.shows_chrome,
+            backlog_cap=settings.STREAM_SOCKET_BUFFER,
+            behind_limit=settings.STREAM_BEHIND_LIMIT,
+        )
 
     async def follow(self, conversation_ids: list[int]) -> None:
         """Show these conversations' answers live (and only these), catching up on any that

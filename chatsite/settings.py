@@ -338,6 +338,11 @@ LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 20.0)
 STREAM_FRAME_INTERVAL = env_float("STREAM_FRAME_INTERVAL_MS", 30.0) / 1000
 # How often a streaming answer's text is saved while it grows (never per token).
 STREAM_SAVE_INTERVAL = env_float("STREAM_SAVE_INTERVAL_MS", 1000.0) / 1000
+# A socket whose browser stops reading: past this many bytes queued but unsent its deltas are
+# dropped (it gets one snapshot once it drains); behind for this long, it is closed (1013) and
+# the page reconnects. One slow reader cannot grow a worker's memory without bound.
+STREAM_SOCKET_BUFFER = int(env_float("STREAM_SOCKET_BUFFER_KB", 256.0) * 1024)
+STREAM_BEHIND_LIMIT = env_float("STREAM_BEHIND_LIMIT_MS", 20000.0) / 1000
 # How long a finished answer's save is retried while the database is unreachable (a restart):
 # the answer stays in the worker's memory meanwhile, and its sockets get the final frame after.
 STREAM_FINAL_SAVE_TIMEOUT = env_float("STREAM_FINAL_SAVE_TIMEOUT_MS", 300000.0) / 1000

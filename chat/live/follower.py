@@ -51,10 +51,11 @@ SNAPSHOT_ATTEMPTS = 3
 # whether it ended (its final frame lost) or its worker died. A slow upstream costs one query.
 SILENCE_CHECK = 5.0
 # Bytes a socket may have queued but unsent before its deltas are dropped (a few seconds of
-# dozens of answers: a browser merely busy never gets near it), and the level it must drain to.
+# dozens of answers: a browser merely busy never gets near it; it must drain to a quarter),
+# and the seconds it may stay behind before it is closed (``STREAM_SOCKET_BUFFER_KB``,
+# ``STREAM_BEHIND_LIMIT_MS``; these are the defaults).
 BACKLOG_CAP = 256 * 1024
-BACKLOG_RESUME = BACKLOG_CAP // 4
-BEHIND_LIMIT = 20.0  # seconds behind before the socket is closed
+BEHIND_LIMIT = 20.0
 DRAIN_POLL = 0.25  # seconds between looks at a socket that is behind
 CLOSE_BEHIND = 1013  # "try again later": htmx's websocket extension reconnects on it
 SYNC_LIMIT = 50  # answers a page may ask about in one sync
@@ -116,8 +117,12 @@ class Follower:
         *,
         chrome: bool,
         clock: Callable[[], float] = time.monotonic,
+        backlog_cap: int | None = None,
+        behind_limit: float | None = None,
     ) -> None:
         self.socket = socket
+        self.backlog_cap = backlog_cap if backlog_cap is not None else BACKLOG_CAP
+        self.behind_limit = behind_limit if behind_limit is not None else BEHIND_LIMIT
         self.source = source
         self.chrome = chrome  # the chat page: Send/Stop button, title, alerts, "sent" marker
         self.clock = clock
@@ -439,7 +444,7 @@ class Follower:
         """Is this socket behind (its deltas dropped)? Checked per delta: a few attribute reads."""
         if self.behind_since is not None:
             return True
-        if self.socket.backlog() <= BACKLOG_CAP:
+        if self.socket.backlog() <= self.backlog_cap:
             return False
         self.behind_since = self.clock()
         logger.info("socket %s fell behind: its deltas are dropped until it drains",
@@ -450,15 +455,15 @@ class Follower:
     async def _watch_drain(self) -> None:
         while True:
             await asyncio.sleep(DRAIN_POLL)
-            if self.socket.backlog() <= BACKLOG_RESUME:
+            if self.socket.backlog() <= self.backlog_cap // 4:
                 self.behind_since = None
                 dropped, self.dropped = self.dropped, set()
                 self._queue(lambda dropped=dropped: self._refill_dropped(dropped))
                 return
             assert self.behind_since is not None
-            if self.clock() - self.behind_since > BEHIND_LIMIT:
+            if self.clock() - self.behind_since > self.behind_limit:
                 logger.warning("socket %s stayed behind for %.0f s: closing it",
-                               self.socket.channel_name, BEHIND_LIMIT)  # fmt: skip
+                               self.socket.channel_name, self.behind_limit)  # fmt: skip
                 await self.socket.close_behind()
                 return
 
