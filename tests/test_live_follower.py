@@ -307,3 +307,22 @@ async def test_too_many_answers_in_one_sync_are_refused() -> None:
     with pytest.raises(ClientError):
         await follower.sync([CONVERSATION], set(range(1, 60)))
     follower.close()
+
+
+async def test_the_silence_check_outlives_a_database_that_is_away() -> None:
+    follower, socket, source = make()
+    failures = [1]
+    answered = source.saved_answer
+
+    async def flaky(answer_id: int) -> fragments.MessageView | None:
+        if failures:
+            failures.pop()
+            raise OSError("the database is restarting")
+        return await answered(answer_id)
+
+    source.saved_answer = flaky  # type: ignore[method-assign]
+    await follower.deliver(frame(1, kind="turn"))
+    source.saved[ANSWER] = view(ANSWER, Message.Status.COMPLETE)
+    await until(lambda: "final" in shown(socket))  # checked again after the failure
+    assert not failures
+    follower.close()

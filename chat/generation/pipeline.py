@@ -25,7 +25,7 @@ from chat.logformat import log_answer
 from chat.models import answer_outcome
 
 from .pacing import Pacer
-from .records import save_final_retrying
+from .records import RETRYABLE, save_final_retrying
 from .state import Generation, ServerStopped
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,9 @@ class AnswerRun:
                     generation.turn.user_id,
                     give_up_after=self.save_timeout,
                 )
-            except Exception:  # given up: the sockets' silence check settles it
+            except RETRYABLE:  # given up, and logged: the sockets' silence check settles it
+                return
+            except Exception:  # a bug: the same, with its traceback
                 logger.exception("answer %d could not be saved", generation.answer_id)
                 return
             generation.saved = True

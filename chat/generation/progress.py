@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 async def save_progress_loop(running: dict[int, Generation], interval: float) -> None:
     """While answers run, save the grown ones and every one's heartbeat once per interval."""
+    failing = False  # warn once per outage, not once per interval
     while running:
         await asyncio.sleep(interval)
         rows = []
@@ -36,4 +37,11 @@ async def save_progress_loop(running: dict[int, Generation], interval: float) ->
             try:
                 await database_sync_to_async(save_progress)(rows, alive)
             except Exception as exc:  # the final save still comes (and retries); keep the loop
-                logger.warning("saving %d answers in progress failed: %s", len(rows), exc)
+                if not failing:
+                    logger.warning("saving answers in progress failed (%s: %s); trying again "
+                                   "each interval", type(exc).__name__, exc)  # fmt: skip
+                failing = True
+            else:
+                if failing:
+                    logger.info("saving answers in progress works again")
+                failing = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -160,7 +160,7 @@ def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = 
 # being cleared) must not lose the answer: its text lives only in this worker's memory.
 SAVE_RETRY_FIRST = 0.5  # seconds before the second try; doubled each time up to SAVE_RETRY_MAX
 SAVE_RETRY_MAX = 10.0
-_RETRYABLE = (OperationalError, InterfaceError)
+RETRYABLE = (OperationalError, InterfaceError)  # the database is away
 
 
 async def save_final_retrying(
@@ -169,18 +169,20 @@ async def save_final_retrying(
     user_id: int | None,
     *,
     give_up_after: float,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> bool:
-    """``save_final`` until the database takes it (for up to ``give_up_after`` seconds); one
-    warning when it first fails, one line when it goes through. Raises the last error if it
-    never does."""
-    wait, waited, failures = SAVE_RETRY_FIRST, 0.0, 0
+    """``save_final`` until the database takes it (for up to ``give_up_after`` seconds of the
+    clock, attempts included); one warning when it first fails, one line when it goes
+    through. Raises the last error if it never does."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    wait, failures = SAVE_RETRY_FIRST, 0
     while True:
         try:
             saved = await database_sync_to_async(save_final)(answer_id, fields, user_id)
-        except _RETRYABLE as exc:
+        except RETRYABLE as exc:
             failures += 1
-            if waited >= give_up_after:
+            waited = loop.time() - started
+            if waited + wait > give_up_after:
                 logger.error("answer %d: the final save failed for %.0f s; giving up (%s)",
                              answer_id, waited, exc)  # fmt: skip
                 raise
@@ -188,8 +190,7 @@ async def save_final_retrying(
                 logger.warning("answer %d: the database refused the final save (%s: %s); "
                                "trying again until it is back", answer_id, type(exc).__name__,
                                str(exc).strip())  # fmt: skip
-            await sleep(wait)
-            waited += wait
+            await asyncio.sleep(wait)
             wait = min(wait * 2, SAVE_RETRY_MAX)
             continue
         if failures:

@@ -402,7 +402,11 @@ class Follower:
     async def _watch_silence(self) -> None:
         while self.live:
             await asyncio.sleep(SILENCE_CHECK / 2)
-            await self._exclusive(self._check_silence)
+            try:
+                await self._exclusive(self._check_silence)
+            except Exception as exc:  # the database away: look again next time
+                logger.warning("socket %s: checking silent answers failed (%s: %s)",
+                               self.socket.channel_name, type(exc).__name__, exc)  # fmt: skip
 
     async def _check_silence(self) -> None:
         """An answer with no frame for ``SILENCE_CHECK`` seconds: lost final frame, or a dead
