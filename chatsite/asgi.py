@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chat.live.compression import enable_under_daphne  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 SIMULATOR_PREFIX = "/simulator"
@@ -37,6 +38,9 @@ def _http_app() -> Any:
 
     return http
 
+
+if settings.WEBSOCKET_COMPRESSION:
+    enable_under_daphne()
 
 application = ProtocolTypeRouter(
     {
