@@ -41,12 +41,12 @@ def enable_under_daphne() -> None:
         return  # not served by Daphne
 
     def enable() -> None:
-        factories = {
-            id(ws): ws
-            for reader in reactor.getReaders()
-            if (ws := getattr(getattr(getattr(reader, "factory", None), "server", None),
-                              "ws_factory", None)) is not None  # fmt: skip
-        }
+        factories = {}
+        for reader in reactor.getReaders():  # listening ports: Daphne's HTTPFactory, its server
+            server = getattr(getattr(reader, "factory", None), "server", None)
+            ws = getattr(server, "ws_factory", None)
+            if ws is not None:
+                factories[id(ws)] = ws
         for factory in factories.values():
             factory.setProtocolOptions(perMessageCompressionAccept=accept)
         if not factories:
