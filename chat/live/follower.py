@@ -133,6 +133,7 @@ class Follower:
         self.dropped: set[int] = set()  # answers whose deltas were dropped while behind
         self.behind_since: float | None = None
         self.last_sync = float("-inf")
+        self.closed = False
         self._jobs: deque[Job] = deque()
         self._busy = False
         self._idle = asyncio.Event()
@@ -145,6 +146,8 @@ class Follower:
 
     async def deliver(self, event: FrameEvent) -> None:
         """A frame of an answer in a conversation this socket shows (from the hub)."""
+        if self.closed:
+            return  # its disconnect is on its way to the hub
         if self._busy or self._needs_work(event):
             self._queue(lambda: self._on_frame(event))
         else:
@@ -152,7 +155,8 @@ class Follower:
 
     def snapshot_arrived(self, event: SnapshotEvent) -> None:
         """Another worker's answer so far, asked for by this socket."""
-        self._queue(lambda: self._on_snapshot(event))
+        if not self.closed:
+            self._queue(lambda: self._on_snapshot(event))
 
     async def catch_up(self, conversation_id: int) -> None:
         """Answers already streaming, here or on another worker: their text so far, then
@@ -173,6 +177,7 @@ class Follower:
 
     def close(self) -> None:
         """The socket closed: stop every timer and job of this follower."""
+        self.closed = True
         self._jobs.clear()
         for task in [*self._tasks, self._watcher, self._draining]:
             if task is not None:
