@@ -161,14 +161,33 @@ class GenerationService:
         return True
 
     async def _start(self, turn: Turn, origin: str | None) -> Generation:
-        generation = await self._announce(turn, origin)
+        """Start the upstream request first, then show the turn.
+
+        The reader gets the loop once, enough to send its request, before the turn frame is
+        drawn: the model starts thinking a few milliseconds sooner. No delta can precede the
+        turn frame: a delta needs the upstream's answer, read only when this task yields
+        again, and the turn frame takes its number (seq 1) before this task yields.
+        """
+        generation = self._register(turn, origin)
         self._launch(generation)
+        await asyncio.sleep(0)
+        await self._show_turn(generation)
         return generation
 
     async def _announce(self, turn: Turn, origin: str | None) -> Generation:
-        """Register the answer and show the turn; its frames must precede any delta."""
+        """Register the answer and show the turn (comparisons launch their sides after)."""
+        generation = self._register(turn, origin)
+        await self._show_turn(generation)
+        return generation
+
+    def _register(self, turn: Turn, origin: str | None) -> Generation:
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
+        return generation
+
+    async def _show_turn(self, generation: Generation) -> None:
+        """The turn frame: the question and the empty answer; it must precede any delta."""
+        turn = generation.turn
         with translation.override(generation.language):
             frame = fragments.turn_frame(
                 turn.conversation_id,
@@ -180,7 +199,6 @@ class GenerationService:
                 log=turn.log,
             )
         await self.publisher.publish(generation, frame, kind="turn")
-        return generation
 
     def _launch(self, generation: Generation) -> None:
         turn = generation.turn

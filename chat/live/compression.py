@@ -48,7 +48,11 @@ def enable_under_daphne() -> None:
             if ws is not None:
                 factories[id(ws)] = ws
         for factory in factories.values():
-            factory.setProtocolOptions(perMessageCompressionAccept=accept)
+            # allowNullOrigin is the one option whose default is not "unchanged": keep Daphne's
+            # (the app's own origin check decides; it refuses "null").
+            factory.setProtocolOptions(
+                perMessageCompressionAccept=accept, allowNullOrigin=factory.allowNullOrigin
+            )
         if not factories:
             logger.warning("websocket compression: Daphne's websocket factory was not found")
 
