@@ -124,8 +124,14 @@ def upstream_for(provider_id: int | None) -> Upstream:
     """The upstream a conversation uses; a deleted or disabled provider is a clear error."""
     if provider_id is None:
         return default_upstream()
-    provider = Provider.objects.filter(pk=provider_id, enabled=True).first()
-    if provider is None:
+    return upstream_of(provider_id, Provider.objects.filter(pk=provider_id).first())
+
+
+def upstream_of(provider_id: int | None, provider: Provider | None) -> Upstream:
+    """``upstream_for``, given the provider row already read (``select_related``): no query."""
+    if provider_id is None:
+        return default_upstream()
+    if provider is None or not provider.enabled:
         raise ClientError(
             gettext("This conversation's provider was removed or disabled: pick another model.")
         )

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
@@ -16,7 +17,7 @@ from chat.exceptions import ClientError
 from chat.models import Conversation, Message
 from chat.owners import Owner
 
-from .records import is_orphan, settle_answers, shown_views, version_groups
+from .records import is_orphan, settle_answers, versions_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,8 @@ def request_options(conversation: Conversation) -> dict[str, Any]:
 
 
 def _upstream(conversation: Conversation) -> providers.Upstream:
-    """The conversation's provider, checked before anything is saved or sent."""
-    upstream = providers.upstream_for(conversation.provider_id)
+    """The conversation's provider (read with it), checked before anything is saved or sent."""
+    upstream = providers.upstream_of(conversation.provider_id, conversation.provider)
     if conversation.model not in upstream.models:
         raise ClientError(
             gettext(
@@ -67,13 +68,39 @@ def _upstream(conversation: Conversation) -> providers.Upstream:
     return upstream
 
 
+# What the checks and the context need of the earlier messages. "conversation" too: rows of
+# ``conversation.messages`` are given their conversation by its id, which must not be deferred
+# (a query per row otherwise).
+_HISTORY_FIELDS = (
+    "id", "conversation", "role", "content", "status", "created_at", "heartbeat_at",
+    "version_of", "hidden",
+)  # fmt: skip
+
+
 def _history(conversation: Conversation) -> list[Message]:
     """The conversation's messages in order: read once per turn, for every check and context."""
-    return list(
-        conversation.messages.filter(hidden=False).only(
-            "id", "role", "content", "status", "created_at", "heartbeat_at", "version_of"
-        )
+    return list(conversation.messages.filter(hidden=False).only(*_HISTORY_FIELDS))
+
+
+def _history_and_versions(
+    conversation: Conversation, *, every_field: bool = False
+) -> tuple[list[Message], dict[int, tuple[int, ...]]]:
+    """The shown messages in order, and every regenerated answer's versions by the id of its
+    first (as ``records.version_groups``), in one read: the hidden later versions come along.
+    ``every_field``: whole rows (for views of them), else what the checks and context need."""
+    rows = conversation.messages.filter(
+        Q(hidden=False) | Q(role=Message.Role.ASSISTANT, version_of__isnull=False)
     )
+    if not every_field:
+        rows = rows.only(*_HISTORY_FIELDS)
+    shown: list[Message] = []
+    groups: dict[int, list[int]] = {}
+    for row in rows:
+        if not row.hidden:
+            shown.append(row)
+        if row.role == Message.Role.ASSISTANT and row.version_of_id is not None:
+            groups.setdefault(row.version_of_id, [row.version_of_id]).append(row.pk)
+    return shown, {first: tuple(ids) for first, ids in groups.items()}
 
 
 def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
@@ -108,20 +135,20 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
         )
 
 
-def _count_request(conversation: Conversation, *, rate_checked: bool = False) -> None:
+def _count_request(conversation: Conversation, checks: usage.RequestChecks) -> None:
     """A request counts toward its user's day (refused past the token limit), and is refused
-    past the per-minute rate limit unless its caller checked that already."""
-    if not rate_checked:
-        usage.check_rate(conversation.user_id, conversation.session_key)
+    past the per-minute rate limit unless its caller checked that already (``checks``, read
+    with the conversation)."""
+    checks.enforce(conversation)
     if conversation.user_id is not None:
-        usage.check_allowance(conversation.user_id)
         usage.count_request(conversation.user_id)
 
 
 def _new_answer(
     conversation: Conversation, upstream: providers.Upstream, version_of: int | None = None
 ) -> Message:
-    return Message.objects.create(
+    """The empty answer, not saved yet (``_insert``)."""
+    return Message(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
@@ -133,11 +160,30 @@ def _new_answer(
     )
 
 
-def _owned(owner: Owner, conversation_id: int) -> Conversation:
-    conversation = get_conversation(owner, conversation_id)
-    if conversation is None:
-        raise ClientError(gettext("This conversation no longer exists."))
-    return conversation
+def _insert(*messages: Message) -> None:
+    """Save new messages in one INSERT where the database returns the new ids (PostgreSQL,
+    SQLite 3.35 and later), else one INSERT each; in order, so ids follow it."""
+    if len(messages) > 1 and connection.features.can_return_rows_from_bulk_insert:
+        Message.objects.bulk_create(messages)
+    else:
+        for message in messages:
+            message.save(force_insert=True)
+
+
+def _owned(
+    owner: Owner, conversation_id: int, *, rate: bool = True
+) -> tuple[Conversation, usage.RequestChecks]:
+    """The owner's conversation, with its provider and what the request's rate and allowance
+    checks need, in one query (``rate=False``: the caller checked the rate itself)."""
+    checks = usage.RequestChecks.of(owner.user_id, owner.session_key, rate=rate)
+    found = owner.conversations().select_related("provider").annotate(**checks.annotations)
+    # Locked until the turn is saved (PostgreSQL; SQLite takes the whole database for writing
+    # anyway): two sends at the same instant, on two workers, cannot both find it idle.
+    found = found.select_for_update(of=("self",))
+    try:
+        return found.get(pk=conversation_id), checks
+    except Conversation.DoesNotExist:
+        raise ClientError(gettext("This conversation no longer exists.")) from None
 
 
 def create_turn(
@@ -150,21 +196,21 @@ def create_turn(
     """
     text = _message_text(text)
     with transaction.atomic():
-        conversation = _owned(owner, conversation_id)
+        # Comparisons check the rate per run, for all its requests.
+        conversation, checks = _owned(owner, conversation_id, rate=not standalone)
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
-        _count_request(conversation, rate_checked=standalone)  # comparisons check per run
+        _count_request(conversation, checks)
         # A Retry button on the previous answer goes stale once a new question is asked.
         stale_retry = (
             rows[-1].pk
             if rows and rows[-1].status in {Message.Status.ERROR, Message.Status.STOPPED}
             else None
         )
-        user = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=text
-        )
+        user = Message(conversation=conversation, role=Message.Role.USER, content=text)
         answer = _new_answer(conversation, upstream)
+        _insert(user, answer)
         conversation.updated_at = timezone.now()
         new_title = "" if conversation.title else " ".join(text.split())[:60]
         conversation.title = conversation.title or new_title
@@ -205,20 +251,21 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     whichever version is shown is the one later questions send as context.
     """
     with transaction.atomic():
-        conversation = _owned(owner, conversation_id)
+        conversation, checks = _owned(owner, conversation_id)
         upstream = _upstream(conversation)
-        rows = _history(conversation)
+        rows, versions = _history_and_versions(conversation)
         _check_idle(rows, live)
         latest = rows[-1] if rows else None
         if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
             raise ClientError(gettext("Only the latest answer can be retried."))
-        _count_request(conversation)
+        _count_request(conversation, checks)
         first = latest.version_of_id or latest.pk
         Message.objects.filter(pk=latest.pk).update(hidden=True)
         answer = _new_answer(conversation, upstream, version_of=first)
+        _insert(answer)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
-        version_ids = version_groups(conversation.pk)[first]
+        version_ids = (*versions.get(first, (first,)), answer.pk)
     return Turn(
         conversation_id=conversation.pk,
         model=conversation.model,
@@ -244,28 +291,32 @@ def create_edit(
     """
     text = _message_text(text)
     with transaction.atomic():
-        conversation = _owned(owner, conversation_id)
+        conversation, checks = _owned(owner, conversation_id)
         upstream = _upstream(conversation)
-        rows = list(conversation.messages.filter(hidden=False))
+        rows, versions = _history_and_versions(conversation, every_field=True)
         _check_idle(rows, live)
         mine = [row.pk == message_id and row.role == Message.Role.USER for row in rows]
         index = mine.index(True) if any(mine) else None
         if index is None:  # unknown, someone else's, an answer, or already replaced: all alike
             raise ClientError(gettext("That message can no longer be edited."))
-        _count_request(conversation)
+        _count_request(conversation, checks)
         edited = rows[index]
         Message.objects.filter(pk__in=[row.pk for row in rows[index:]]).update(hidden=True)
-        user = Message.objects.create(
+        user = Message(
             conversation=conversation,
             role=Message.Role.USER,
             content=text,
             version_of_id=edited.version_of_id or edited.pk,
         )
         answer = _new_answer(conversation, upstream)
+        _insert(user, answer)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
         earlier = rows[:index]
-        log = tuple(shown_views(conversation.pk, earlier, latest=False))
+        # As ``records.shown_views(..., latest=False)``, with the versions read above.
+        log = tuple(
+            fragments.message_view(row, version_ids=versions_of(row, versions)) for row in earlier
+        )
     return Turn(
         conversation_id=conversation.pk,
         model=conversation.model,
