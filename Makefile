@@ -52,8 +52,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## bench: relay latency, throughput, bytes per answer byte and memory (not part of the tests),
-## then bench-page
+## bench: relay latency, throughput, bytes per answer byte, memory, a stuck reader and Enter ->
+## upstream, each against the baseline relay measured in the same run (not part of the tests),
+## then bench-page. BENCH_ARGS passes options: `make bench BENCH_ARGS=--smoke` (about a minute,
+## never fails a target; what CI runs), --quick, --streams 1,100,200 ...
 bench: install
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
 	$(BIN)/python -m bench.page $(BENCH_PAGE_ARGS)
@@ -62,7 +64,9 @@ bench: install
 bench-page: install
 	$(BIN)/python -m bench.page $(BENCH_PAGE_ARGS)
 
-## bench-workers: the same streams on one worker and on two (Redis layer): latency, tok/s, scaling
+## bench-workers: the same streams on one worker (in-process layer, then Redis) and on two (Redis),
+## on PostgreSQL, against the baseline relay: latency, saturation tok/s, scaling, Enter -> upstream.
+## `make bench-workers BENCH_ARGS=--smoke` runs every phase briefly (CI)
 bench-workers: install
 	$(BIN)/python -m bench.workers $(BENCH_ARGS)
 

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.client import StreamRecord
-from tests.conftest import Frame
+from bench.client import ParsedFrame, StreamRecord
 
 STAMP = re.compile(r"⟦(\d+\.\d+)⟧")
 
@@ -32,13 +31,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def ws_frame_bytes(payload: str) -> int:
-    """Bytes on the wire for one unmasked server text frame (no compression is negotiated)."""
-    size = len(payload.encode())
-    header = 2 if size < 126 else 4 if size < 65536 else 10
-    return size + header
-
-
 @dataclass
 class StreamFacts:
     """One answer, checked against what the upstream sent."""
@@ -48,6 +40,7 @@ class StreamFacts:
     latencies_ms: list[float] = field(default_factory=list)
     first_token_ms: float | None = None
     delta_frames: int = 0
+    frames: int = 0  # every frame the socket received for this answer
     tokens: int = 0
     upstream_tokens: int = 0
     first_delta_at: float | None = None
@@ -64,6 +57,15 @@ class StreamFacts:
     bytes_other: int = 0
     answer_bytes: int = 0
     answer_chars: int = 0
+    sent_at: float = 0.0
+    requested_at: float | None = None  # when the simulator received the upstream request
+
+    @property
+    def enter_to_upstream_ms(self) -> float | None:
+        """From the client sending the message to the upstream receiving the request."""
+        if self.requested_at is None or not self.sent_at:
+            return None
+        return (self.requested_at - self.sent_at) * 1000
 
     @property
     def ok(self) -> bool:
@@ -85,16 +87,16 @@ def _verdict(record: StreamRecord, deltas: list[tuple[int, str]], sim: dict[str,
     """ "ok", or what went wrong: stuck, error, lost, duplicated, reordered, out-of-order frames."""
     if record.error:
         return f"error ({record.error[:80]})"
-    if record.final is None:
+    if record.final_status is None:
         return "stuck (no final frame)"
-    status = record.final.get("data-status")
+    status = record.final_status
     if status != "complete":
         return f"final status {status}"
     if sim.get("outcome") != "complete":
         return f"upstream outcome {sim.get('outcome')}"
     seqs = [seq for seq, _ in deltas]
     if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)):
-        return "frames out of order (data-seq)"
+        return "frames out of order (seq)"
     streamed = "".join(text for _, text in deltas)
     expected = sim.get("text", "")
     if streamed == expected:
@@ -110,34 +112,42 @@ def _verdict(record: StreamRecord, deltas: list[tuple[int, str]], sim: dict[str,
     return "text differs"
 
 
-def _classify_bytes(facts: StreamFacts, frames: Iterable[Frame], answer_id: int | None) -> None:
-    for index, frame in enumerate(frames):
-        size = ws_frame_bytes(frame.html)
-        if frame.deltas:
-            facts.bytes_deltas += size
-        elif answer_id is not None and frame.final_for(answer_id):
-            facts.bytes_final += size
-        elif index == 0:
-            facts.bytes_turn += size
+def _classify_bytes(facts: StreamFacts, frames: Iterable[ParsedFrame]) -> None:
+    for frame in frames:
+        facts.frames += 1
+        if frame.kind == "delta":
+            facts.bytes_deltas += frame.size
+        elif frame.kind == "final":
+            facts.bytes_final += frame.size
+        elif frame.kind == "turn":
+            facts.bytes_turn += frame.size
         else:
-            facts.bytes_other += size
+            facts.bytes_other += frame.size
 
 
-def analyse_stream(record: StreamRecord, sim: dict[str, Any] | None) -> StreamFacts:
-    """Latency samples, frames, rates, bytes and a verdict for one stream."""
+def analyse_stream(
+    record: StreamRecord, frames: Sequence[ParsedFrame], sim: dict[str, Any] | None
+) -> StreamFacts:
+    """Latency samples, frames, rates, bytes and a verdict for one stream.
+
+    ``frames`` are the record's frames as its protocol parsed them (``StreamProtocol.parse``).
+    """
     if sim is None:
-        return StreamFacts(record.marker, "no upstream request logged")
-    frames = [Frame(raw, at) for at, raw in record.frames]
+        seen = record.error or (record.final_status and f"final status {record.final_status}")
+        return StreamFacts(
+            record.marker, "no upstream request logged" + (f" ({seen})" if seen else "")
+        )
     deltas: list[tuple[int, str]] = []
     facts = StreamFacts(record.marker, "")
+    facts.requested_at = sim.get("started_at")
+    facts.sent_at = record.sent_at
     expected_stamps = [float(s) for s in STAMP.findall(sim.get("text", ""))]
     for frame in frames:
-        texts = [(seq, text) for aid, seq, text in frame.deltas if aid == record.answer_id]
-        if not texts:
+        if not frame.deltas:
             continue
-        deltas.extend(texts)
+        deltas.extend(frame.deltas)
         facts.delta_frames += 1
-        stamps = [float(s) for _, text in texts for s in STAMP.findall(text)]
+        stamps = [float(s) for _, text in frame.deltas for s in STAMP.findall(text)]
         facts.latencies_ms.extend((frame.at - s) * 1000 for s in stamps)
         if facts.first_delta_at is None:
             facts.first_delta_at = frame.at
@@ -155,7 +165,7 @@ def analyse_stream(record: StreamRecord, sim: dict[str, Any] | None) -> StreamFa
         facts.upstream_tps = _rate(len(expected_stamps), facts.first_stamp, facts.last_stamp)
     facts.answer_chars = len(sim.get("text", ""))
     facts.answer_bytes = len(sim.get("text", "").encode())
-    _classify_bytes(facts, frames, record.answer_id)
+    _classify_bytes(facts, frames)
     return facts
 
 

@@ -1,9 +1,14 @@
-"""The load client: browser-like sessions, one websocket and one conversation per stream.
+"""The load client: one websocket per stream, speaking the app's protocol or the baseline's.
 
 It only records ``(time.time(), frame)`` while streams run and parses afterwards, because it
 shares a core with the simulator: every microsecond it spends per frame is added to the
 latency it measures. Sending is staggered so the streams' token clocks are out of phase, as
 with real users, instead of all ticking together.
+
+Everything that knows the app's frame HTML is in this module (``AppProtocol`` and the
+``app_*`` helpers), and it relies only on markers meant to stay: the ``data-seq`` attribute of
+a delta, the answer article's ``id="message-N"`` and its ``data-status`` (``streaming`` while
+live, anything else once final). The rest of the markup may shrink without breaking the bench.
 """
 
 from __future__ import annotations
@@ -11,40 +16,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from tests.conftest import App, Frame, Visitor, send
+import httpx
+import websockets
+
+from tests.conftest import App
 
 OPEN_CONCURRENCY = 50
 """Sockets opened at once: enough to be quick, few enough not to trip Daphne's backlog."""
+STUCK_RCVBUF = 4096
+"""Receive buffer of a socket that stops reading (the kernel doubles it): TCP backs up soon."""
 
 NEW_CONVERSATION = re.compile(r"/c/(\d+)/$")
-ANSWER_ARTICLE = re.compile(
-    r'<article id="message-(\d+)"[^>]*data-role="assistant"[^>]*data-status="streaming"'
-)
-
-
-@dataclass
-class StreamRecord:
-    """What one stream's socket received, timed with the simulator's clock (``time.time``)."""
-
-    index: int
-    conversation_id: int
-    marker: str
-    prompt: str
-    sent_at: float = 0.0
-    frames: list[tuple[float, str]] = field(default_factory=list)
-    answer_id: int | None = None
-    final: dict[str, str] | None = None
-    error: str = ""
-
-    @property
-    def finished_at(self) -> float | None:
-        return self.frames[-1][0] if self.final is not None and self.frames else None
+ARTICLE_TAG = re.compile(r"<article\b[^>]*>")
+ATTRIBUTE = re.compile(r'([\w-]+)="([^"]*)"')
+# A delta: any element but an article that carries data-seq; its text runs to the next tag
+# (the text is escaped, so it holds no "<").
+SEQ_ELEMENT = re.compile(r'<(?!article\b)[A-Za-z][\w-]*\b[^>]*\bdata-seq="(\d+)"[^>]*>([^<]*)')
+TAG = re.compile(r"<[^>]+>")
 
 
 @dataclass(frozen=True)
@@ -61,48 +57,250 @@ def make_prompt(marker: str, *, topic: str = "streaming latency", **sim: Any) ->
     return Prompt(marker, f"{marker}: tell me about {topic}\n#sim {options}")
 
 
-@dataclass(frozen=True)
-class Seat:
-    """One browser: its session (cookies) and the conversation its stream uses."""
+@dataclass
+class StreamRecord:
+    """What one stream's socket received, timed with the simulator's clock (``time.time``)."""
 
-    visitor: Visitor
+    index: int
+    marker: str
+    prompt: str
+    protocol: str
+    sent_at: float = 0.0
+    frames: list[tuple[float, str]] = field(default_factory=list)
+    answer_id: int | None = None
+    final_status: str | None = None
+    error: str = ""
+
+    @property
+    def finished_at(self) -> float | None:
+        return self.frames[-1][0] if self.final_status is not None and self.frames else None
+
+
+@dataclass(frozen=True)
+class ParsedFrame:
+    """One received frame, protocol-neutral: its wire size, kind and the deltas it carried."""
+
+    at: float
+    size: int
+    kind: str  # "turn" (the app's first frame), "delta", "final" or "other"
+    deltas: tuple[tuple[int, str], ...] = ()
+
+
+def ws_frame_bytes(payload: str) -> int:
+    """Bytes on the wire for one unmasked server text frame (no compression is negotiated)."""
+    size = len(payload.encode())
+    header = 2 if size < 126 else 4 if size < 65536 else 10
+    return size + header
+
+
+async def ws_connect(
+    url: str, headers: dict[str, str] | None = None, origin: str | None = None, *, stuck: bool
+) -> Any:
+    """A client websocket; ``stuck``: a tiny kernel receive buffer and a one-message queue, so
+    that once its owner stops calling ``recv`` TCP backs up into the server within a few KB."""
+    options: dict[str, Any] = {
+        "max_size": None,
+        "compression": None,
+        "ping_interval": None,  # no pings: a loaded server must not be judged dead mid-level
+        "open_timeout": 30,
+    }
+    if stuck:
+        host, port = re.match(r"ws://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STUCK_RCVBUF)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        options.update(sock=sock, max_queue=1)
+    return await websockets.connect(
+        url,
+        additional_headers=headers,
+        origin=origin,  # type: ignore[arg-type]
+        **options,
+    )
+
+
+class StreamProtocol(Protocol):
+    """How the load client talks to one server under test."""
+
+    name: str
+
+    def prepare(self, count: int) -> list[Any]:
+        """``count`` seats (whatever a socket needs before it opens); blocking, run in a thread."""
+        ...
+
+    async def connect(self, seat: Any, *, stuck: bool = False) -> Any: ...
+
+    async def send(self, ws: Any, prompt: Prompt) -> None: ...
+
+    def watch(self, record: StreamRecord, raw: str) -> bool:
+        """Note what a frame says about the answer (cheaply: it runs per frame); True at the end."""
+        ...
+
+    def parse(self, record: StreamRecord) -> list[ParsedFrame]:
+        """Every frame of a finished record, after the level (where time does not count)."""
+        ...
+
+
+# --- The app: htmx ws-send JSON in, HTML frames out --------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppSeat:
+    """One browser: its session cookie, the worker it talks to and the conversation it uses."""
+
+    app: App
+    cookie: str
     conversation_id: int
 
 
-def _new_conversation(visitor: Visitor) -> int:
-    """``Visitor.new_conversation`` without following the redirect (no page render)."""
-    token = visitor.http.cookies.get("csrftoken", "")
-    response = visitor.http.post("/c/new/", headers={"X-CSRFToken": token}, follow_redirects=False)
-    match = NEW_CONVERSATION.search(response.headers.get("location", ""))
-    if response.status_code != 302 or match is None:
-        raise RuntimeError(f"could not create a conversation: HTTP {response.status_code}")
-    return int(match.group(1))
+def _attrs(tag: str) -> dict[str, str]:
+    return {k: html.unescape(v) for k, v in ATTRIBUTE.findall(tag)}
 
 
-def create_seats(app: App, count: int) -> list[Seat]:
-    """One session per stream, each with a new conversation.
-
-    A session cannot hold several new conversations (the app reuses its untouched one), and
-    one session per stream is what real users look like anyway. Each session's HTTP client is
-    closed at once; its cookies stay readable for the websocket handshake.
-    """
-    seats: list[Seat] = []
-    for _ in range(count):
-        visitor = Visitor(app)
-        try:
-            seats.append(Seat(visitor, _new_conversation(visitor)))
-        finally:
-            visitor.close()
-    return seats
+def app_articles(frame: str) -> list[dict[str, str]]:
+    """The attributes of every ``<article>`` in a frame."""
+    return [_attrs(tag) for tag in ARTICLE_TAG.findall(frame)]
 
 
-async def open_sockets(seats: Sequence[Seat]) -> list[Any]:
+def app_answer_id(frame: str) -> int | None:
+    """The id of the answer a turn frame starts: its article is the one still streaming."""
+    for article in app_articles(frame):
+        if article.get("data-status") == "streaming" and article.get("data-role") != "user":
+            ident = article.get("id", "")
+            if ident.startswith("message-") and ident[8:].isdigit():
+                return int(ident[8:])
+    return None
+
+
+def app_final_status(frame: str, answer_id: int) -> str | None:
+    """The answer's final ``data-status`` if this frame ends it (its article, no longer live)."""
+    if f'id="message-{answer_id}"' not in frame:  # cheap test first: it runs per frame
+        return None
+    for article in app_articles(frame):
+        if article.get("id") == f"message-{answer_id}":
+            status = article.get("data-status", "")
+            if status and status != "streaming":
+                return status
+    return None
+
+
+def app_deltas(frame: str) -> list[tuple[int, str]]:
+    """``(seq, text)`` of every delta in a frame: the elements that carry ``data-seq``."""
+    return [(int(seq), html.unescape(text)) for seq, text in SEQ_ELEMENT.findall(frame)]
+
+
+class AppProtocol:
+    """Streamside: a session and a conversation per stream, spread round-robin over workers."""
+
+    name = "app"
+
+    def __init__(self, apps: Sequence[App]) -> None:
+        self.apps = list(apps)
+
+    def prepare(self, count: int) -> list[AppSeat]:
+        """One session per stream, each with a new conversation.
+
+        A session cannot hold several new conversations (the app reuses its untouched one), and
+        one session per stream is what real users look like anyway.
+        """
+        return [self._seat(self.apps[i % len(self.apps)]) for i in range(count)]
+
+    @staticmethod
+    def _seat(app: App) -> AppSeat:
+        with httpx.Client(base_url=app.url, timeout=30, follow_redirects=True) as http:
+            http.get("/").raise_for_status()
+            token = http.cookies.get("csrftoken", "")
+            response = http.post("/c/new/", headers={"X-CSRFToken": token}, follow_redirects=False)
+            match = NEW_CONVERSATION.search(response.headers.get("location", ""))
+            if response.status_code != 302 or match is None:
+                raise RuntimeError(f"could not create a conversation: HTTP {response.status_code}")
+            cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        return AppSeat(app, cookie, int(match.group(1)))
+
+    async def connect(self, seat: AppSeat, *, stuck: bool = False) -> Any:
+        url = f"ws://127.0.0.1:{seat.app.port}/ws/c/{seat.conversation_id}/"
+        return await ws_connect(url, {"Cookie": seat.cookie}, seat.app.url, stuck=stuck)
+
+    async def send(self, ws: Any, prompt: Prompt) -> None:
+        await ws.send(json.dumps({"action": "send", "message": prompt.text, "HEADERS": {}}))
+
+    def watch(self, record: StreamRecord, raw: str) -> bool:
+        if record.answer_id is None:
+            record.answer_id = app_answer_id(raw)
+        elif (status := app_final_status(raw, record.answer_id)) is not None:
+            record.final_status = status
+            return True
+        if 'class="alert"' in raw:
+            record.error = "alert: " + html.unescape(TAG.sub("", raw)).strip()
+            return True
+        return False
+
+    def parse(self, record: StreamRecord) -> list[ParsedFrame]:
+        out = []
+        for index, (at, raw) in enumerate(record.frames):
+            size = ws_frame_bytes(raw)
+            deltas = tuple(app_deltas(raw))
+            if deltas:
+                kind = "delta"
+            elif record.answer_id is not None and app_final_status(raw, record.answer_id):
+                kind = "final"
+            else:
+                kind = "turn" if index == 0 else "other"
+            out.append(ParsedFrame(at, size, kind, deltas))
+        return out
+
+
+# --- The baseline relay: {"prompt"} in, {"d": delta} ... {"done": true} out ------------------
+
+
+class BaselineProtocol:
+    """``bench.baseline``: no session, no conversation, just a socket and a prompt."""
+
+    name = "baseline"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def prepare(self, count: int) -> list[None]:
+        return [None] * count
+
+    async def connect(self, seat: None, *, stuck: bool = False) -> Any:
+        return await ws_connect(f"ws://127.0.0.1:{self.port}/ws/", stuck=stuck)
+
+    async def send(self, ws: Any, prompt: Prompt) -> None:
+        await ws.send(json.dumps({"prompt": prompt.text}))
+
+    def watch(self, record: StreamRecord, raw: str) -> bool:
+        if raw.startswith('{"d"'):
+            return False
+        if raw.startswith('{"done"'):
+            record.final_status = "complete"
+        else:
+            record.error = raw[:200]
+        return True
+
+    def parse(self, record: StreamRecord) -> list[ParsedFrame]:
+        out = []
+        for seq, (at, raw) in enumerate(record.frames):
+            message = json.loads(raw)
+            if "d" in message:
+                out.append(ParsedFrame(at, ws_frame_bytes(raw), "delta", ((seq, message["d"]),)))
+            else:
+                kind = "final" if message.get("done") else "other"
+                out.append(ParsedFrame(at, ws_frame_bytes(raw), kind))
+        return out
+
+
+# --- Running streams ------------------------------------------------------------------------
+
+
+async def open_sockets(protocol: StreamProtocol, seats: Sequence[Any]) -> list[Any]:
     """One connected websocket per seat (closed by ``close_sockets``)."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-    async def open_one(seat: Seat) -> Any:
+    async def open_one(seat: Any) -> Any:
         async with gate:
-            return await seat.visitor.socket(seat.conversation_id)
+            return await protocol.connect(seat)
 
     results = await asyncio.gather(*(open_one(s) for s in seats), return_exceptions=True)
     sockets = [r for r in results if not isinstance(r, BaseException)]
@@ -121,38 +319,21 @@ async def close_sockets(sockets: Sequence[Any]) -> None:
     await asyncio.gather(*(close(ws) for ws in sockets))
 
 
-def _answer_id(frame: str) -> int | None:
-    match = ANSWER_ARTICLE.search(frame)
-    return int(match.group(1)) if match else None
-
-
-def _final(frame: str, answer_id: int | None) -> dict[str, str] | None:
-    """The final article's attributes if this frame ends the answer (cheap test first)."""
-    if answer_id is None or 'hx-swap-oob="outerHTML"' not in frame:
-        return None
-    return Frame(frame, 0.0).final_for(answer_id)
-
-
-async def _stream(ws: Any, record: StreamRecord, start_at: float, deadline: float) -> None:
+async def _stream(
+    protocol: StreamProtocol, ws: Any, record: StreamRecord, start_at: float, deadline: float
+) -> None:
     """Send at ``start_at`` (loop time), then record frames until the answer is final."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
-    record.sent_at = time.time()
     frames = record.frames
     try:
         async with asyncio.timeout_at(deadline):
-            await send(ws, record.prompt)
+            record.sent_at = time.time()
+            await protocol.send(ws, Prompt(record.marker, record.prompt))
             while True:
                 raw = await ws.recv()
-                now = time.time()
-                frames.append((now, raw))
-                if record.answer_id is None:
-                    record.answer_id = _answer_id(raw)
-                elif (final := _final(raw, record.answer_id)) is not None:
-                    record.final = final
-                    return
-                if 'class="alert"' in raw:
-                    record.error = "alert: " + html.unescape(re.sub(r"<[^>]+>", "", raw))
+                frames.append((time.time(), raw))
+                if protocol.watch(record, raw):
                     return
     except TimeoutError:
         record.error = "timed out before the final frame"
@@ -161,7 +342,8 @@ async def _stream(ws: Any, record: StreamRecord, start_at: float, deadline: floa
 
 
 async def run_streams(
-    seats: Sequence[Seat],
+    protocol: StreamProtocol,
+    seats: Sequence[Any],
     prompts: Sequence[Prompt],
     *,
     stagger_s: float,
@@ -170,14 +352,11 @@ async def run_streams(
 ) -> list[StreamRecord]:
     """Open one socket per seat, send each prompt (staggered), collect every answer.
 
-    ``on_start`` runs when the first message is about to go (e.g. to start a profiler), once
-    all sockets are open, so the idle-socket cost is outside what it observes.
+    ``on_start`` runs when the first message is about to go (e.g. to start a profiler or a
+    stuck reader), once all sockets are open, so the idle-socket cost is outside it.
     """
-    records = [
-        StreamRecord(i, seat.conversation_id, p.marker, p.text)
-        for i, (seat, p) in enumerate(zip(seats, prompts, strict=True))
-    ]
-    sockets = await open_sockets(seats)
+    records = [StreamRecord(i, p.marker, p.text, protocol.name) for i, p in enumerate(prompts)]
+    sockets = await open_sockets(protocol, seats)
     try:
         loop = asyncio.get_running_loop()
         if on_start is not None:
@@ -187,10 +366,25 @@ async def run_streams(
         step = stagger_s / len(records) if records else 0.0
         await asyncio.gather(
             *(
-                _stream(ws, record, first + i * step, deadline)
+                _stream(protocol, ws, record, first + i * step, deadline)
                 for i, (ws, record) in enumerate(zip(sockets, records, strict=True))
             )
         )
     finally:
         await close_sockets(sockets)
     return records
+
+
+async def one_answer(
+    protocol: StreamProtocol, seat: Any, prompt: Prompt, timeout_s: float = 30.0
+) -> StreamRecord:
+    """One answer on a socket of its own, opened (and settled) before the send is timed."""
+    record = StreamRecord(0, prompt.marker, prompt.text, protocol.name)
+    ws = await protocol.connect(seat)
+    try:
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        await _stream(protocol, ws, record, loop.time(), loop.time() + timeout_s)
+    finally:
+        await close_sockets([ws])
+    return record

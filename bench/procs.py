@@ -1,5 +1,8 @@
 """The processes under test: start, pin, watch (CPU, RSS) and always stop them.
 
+The baseline relay (``bench.baseline``) is started beside the app, the same way, so both are
+measured in one run on one machine: only their ratio is comparable from day to day.
+
 The app and the simulator are started with the same helpers as the live tests
 (``tests/conftest.py``) so the benchmark measures exactly what the tests exercise. CPU pinning
 works by inheritance: this process pins itself to a core just before each child is forked, so
@@ -10,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -25,9 +31,11 @@ from tests.conftest import (
     ROOT,
     App,
     Simulator,
+    free_port,
     start_app,
     start_simulator,
     stop_process,
+    wait_for_port,
 )
 
 APP_CPU = 0
@@ -146,88 +154,198 @@ class CpuWindow:
 
 
 @dataclass
+class Baseline:
+    """The baseline relay (``bench.baseline``) under Daphne on a loopback port."""
+
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_baseline(
+    folder: Path, upstream: str, connections: int
+) -> tuple[Baseline, subprocess.Popen[bytes]]:
+    """The baseline relay, started exactly as ``start_app`` starts a worker (same Daphne, same
+    flags, its output to a log file), with a connection pool of ``connections``."""
+    port = free_port()
+    log_path = folder / "baseline.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.baseline.settings",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "BASELINE_UPSTREAM": upstream,
+        "BASELINE_CONNECTIONS": str(connections),
+    }
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "bench.baseline.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, process)
+    except BaseException:
+        stop_process(process)
+        raise
+    return Baseline(port, log_path), process
+
+
+def app_env(sim_url: str, static_root: Path, **extra: str) -> dict[str, str]:
+    """Production settings for a worker of the app, pointed at the simulator."""
+    return {
+        "LLM_API_BASE": sim_url,
+        "STREAM_SAVE_INTERVAL_MS": "1000",  # the app's default; conftest lowers it
+        # Production settings: DEBUG off (no query log), hashed static files collected.
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),  # the app refuses a short one in production
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Session-owned conversations (the demo's): the relay is measured, not the login.
+        "CHAT_REQUIRE_LOGIN": "0",
+        "CHAT_RATE_LIMIT": "0",  # the load is the point here
+        "CHAT_HTTPS": "0",  # plain HTTP on loopback, no TLS proxy in front
+        "STATIC_ROOT": str(static_root),
+        **extra,
+    }
+
+
+def collect_static(env: dict[str, str]) -> None:
+    """``collectstatic`` into the env's STATIC_ROOT (production serves hashed files)."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
+
+
+def log_problems(text: str) -> list[str]:
+    """Log lines that look like trouble (errors, tracebacks, warnings)."""
+    words = ("ERROR", "Traceback", "WARNING", "Exception")
+    return [line for line in text.splitlines() if any(w in line for w in words)]
+
+
+def kernel_unsent(peer_port: int) -> int | None:
+    """Bytes the kernel holds unsent on the loopback socket whose peer is ``peer_port``: the
+    server's side of a client socket (``ss``'s Send-Q), or None where ``ss`` is missing."""
+    try:
+        done = subprocess.run(
+            ["ss", "-tnH", f"( dport = :{peer_port} )"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[4].endswith(f":{peer_port}") and fields[2].isdigit():
+            return int(fields[2])
+    return None
+
+
+def clear_sim_log(simulator: Simulator) -> None:
+    response = httpx.delete(f"http://127.0.0.1:{simulator.port}/_sim/requests", timeout=10)
+    response.raise_for_status()
+
+
+@dataclass
 class Servers:
-    """The simulator and one Daphne worker of the app, pinned and ready."""
+    """The simulator, one Daphne worker of the app and the baseline relay, pinned and ready."""
 
     simulator: Simulator
     sim_process: subprocess.Popen[bytes]
     app: App
     app_process: subprocess.Popen[bytes]
+    baseline: Baseline
+    baseline_process: subprocess.Popen[bytes]
     pinning: Pinning
     workdir: Path
 
-    @property
-    def app_pid(self) -> int:
-        return self.app_process.pid
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {"app": self.app_process.pid, "sim": self.sim_process.pid}
-
-    def clear_sim_log(self) -> None:
-        response = httpx.delete(f"http://127.0.0.1:{self.simulator.port}/_sim/requests", timeout=10)
-        response.raise_for_status()
-
     def app_errors(self) -> list[str]:
-        """Log lines of the worker that look like trouble (errors, tracebacks, warnings)."""
-        words = ("ERROR", "Traceback", "WARNING", "Exception")
-        return [line for line in self.app.log().splitlines() if any(w in line for w in words)]
+        return log_problems(self.app.log())
+
+    def baseline_errors(self) -> list[str]:
+        return log_problems(self.baseline.log())
 
 
 @contextlib.contextmanager
 def running_servers(
-    app_env: dict[str, str] | None = None, *, keep_files: bool = False
+    app_env_extra: dict[str, str] | None = None,
+    *,
+    connections: int = 1000,
+    keep_files: bool = False,
 ) -> Iterator[Servers]:
-    """Start the simulator and the app (own temp SQLite, migrated), stop both on any exit.
+    """Start the simulator, the app (own temp SQLite, migrated) and the baseline relay; stop
+    them all on any exit. The app and the baseline share CPU 0 (they take turns), the
+    simulator and this client CPU 1.
 
-    The temp folder (DB, worker log, py-spy output) is removed afterwards unless
-    ``keep_files``.
+    The temp folder (DB, logs, py-spy output) is removed afterwards unless ``keep_files``.
     """
     original = os.sched_getaffinity(0)
     pinning = Pinning()
     if len(original) < 2 or not {APP_CPU, LOAD_CPU} <= original:
         pinning.note = f"not pinned: only CPUs {sorted(original)} are available"
     workdir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
-    sim: tuple[Simulator, subprocess.Popen[bytes]] | None = None
-    app: tuple[App, subprocess.Popen[bytes]] | None = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
         can_pin = pinning.pinned and _pin_self(LOAD_CPU)
-        sim = start_simulator()
+        sim, sim_process = start_simulator()
+        started.append(sim_process)
         if can_pin and not _pin_self(APP_CPU):
             can_pin = False
-        env = {
-            "LLM_API_BASE": sim[0].base_url,
-            "STREAM_SAVE_INTERVAL_MS": "1000",  # the app's default; conftest lowers it
-            # Production settings: DEBUG off (no query log), hashed static files collected.
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-only-not-secret",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            # Session-owned conversations (the demo's): the relay is measured, not the login.
-            "CHAT_REQUIRE_LOGIN": "0",
-            "CHAT_RATE_LIMIT": "0",  # the load is the point here
-            "CHAT_HTTPS": "0",  # plain HTTP on loopback, no TLS proxy in front
-            "STATIC_ROOT": str(workdir / "static"),
-            **(app_env or {}),
-        }
-        subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-        )
-        app = start_app(workdir, env)
+        env = app_env(sim.base_url, workdir / "static", **(app_env_extra or {}))
+        collect_static(env)
+        app, app_process = start_app(workdir, env)
+        started.append(app_process)
+        baseline, baseline_process = start_baseline(workdir, sim.base_url, connections)
+        started.append(baseline_process)
         if can_pin:
             _pin_self(LOAD_CPU)
-            pinning.app_cpus = allowed_cpus(app[1].pid)
-            pinning.load_cpus = f"{allowed_cpus(sim[1].pid)} (simulator), {LOAD_CPU} (client)"
+            pinning.app_cpus = (
+                f"{allowed_cpus(app_process.pid)} (app), "
+                f"{allowed_cpus(baseline_process.pid)} (baseline)"
+            )
+            pinning.load_cpus = f"{allowed_cpus(sim_process.pid)} (simulator), {LOAD_CPU} (client)"
         elif not pinning.note:
             pinning.note = "not pinned: sched_setaffinity was refused"
-        yield Servers(sim[0], sim[1], app[0], app[1], pinning, workdir)
+        yield Servers(
+            sim, sim_process, app, app_process, baseline, baseline_process, pinning, workdir
+        )
     finally:
-        for started in (app, sim):
-            if started is not None:
-                stop_process(started[1])
+        for process in reversed(started):
+            stop_process(process)
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, original)
         if not keep_files:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class HardLimit(Exception):
+    """The whole run took longer than its hard limit."""
+
+
+@contextlib.contextmanager
+def hard_limit(seconds: int) -> Iterator[None]:
+    """Stop the run (by raising, so every process is still stopped) after ``seconds``, and turn
+    SIGTERM and SIGINT into KeyboardInterrupt even where SIGINT was ignored (nohup, ``&``)."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGALRM:
+            raise HardLimit(f"stopped after {seconds} s")
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
