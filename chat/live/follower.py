@@ -240,8 +240,8 @@ class Follower:
         last = self.seen.get(answer, 0)
         if answer in self.pending:
             return event["kind"] == "final" and seq > last + 1 and last == 0
-        if seq <= last or (event["kind"] == "delta" and self._falling_behind()):
-            return False
+        if seq <= last or (event["kind"] == "delta" and self.behind_since is not None):
+            return False  # skipped, or dropped while behind (the backlog is read once, below)
         return seq > last + 1 and (event["kind"] != "final" or last == 0)
 
     async def _on_frame(self, event: FrameEvent) -> None:
