@@ -59,6 +59,8 @@ class StreamFacts:
     answer_chars: int = 0
     sent_at: float = 0.0
     requested_at: float | None = None  # when the simulator received the upstream request
+    wire_bytes: int | None = None  # TCP bytes received, send -> final frame (if counted)
+    extensions: str | None = None  # Sec-WebSocket-Extensions accepted (if counted; "" = none)
 
     @property
     def enter_to_upstream_ms(self) -> float | None:
@@ -139,6 +141,7 @@ def analyse_stream(
         )
     deltas: list[tuple[int, str]] = []
     facts = StreamFacts(record.marker, "")
+    facts.wire_bytes, facts.extensions = record.wire_bytes, record.extensions
     facts.requested_at = sim.get("started_at")
     facts.sent_at = record.sent_at
     expected_stamps = [float(s) for s in STAMP.findall(sim.get("text", ""))]

@@ -19,6 +19,7 @@ import html
 import json
 import re
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ OPEN_CONCURRENCY = 50
 """Sockets opened at once: enough to be quick, few enough not to trip Daphne's backlog."""
 STUCK_RCVBUF = 4096
 """Receive buffer of a socket that stops reading (the kernel doubles it): TCP backs up soon."""
+TCPI_BYTES_RECEIVED = 128
+"""Offset of ``tcpi_bytes_received`` (u64) in Linux's ``struct tcp_info`` (since 4.1; checked
+against ``ss -tin``'s ``bytes_received``): the TCP payload bytes this socket has received."""
 
 NEW_CONVERSATION = re.compile(r"/c/(\d+)/$")
 ARTICLE_TAG = re.compile(r"<article\b[^>]*>")
@@ -70,6 +74,19 @@ class StreamRecord:
     answer_id: int | None = None
     final_status: str | None = None
     error: str = ""
+    # Only when the wire is counted (``run_streams(wire=True)``): the extensions the server
+    # accepted (its Sec-WebSocket-Extensions header, "" for none) and the socket's TCP bytes
+    # received when the message was sent and when the final frame arrived.
+    extensions: str | None = None
+    tcp_at_send: int | None = None
+    tcp_at_final: int | None = None
+
+    @property
+    def wire_bytes(self) -> int | None:
+        """TCP payload bytes the socket received from the send to the final frame."""
+        if self.tcp_at_send is None or self.tcp_at_final is None:
+            return None
+        return self.tcp_at_final - self.tcp_at_send
 
     @property
     def finished_at(self) -> float | None:
@@ -87,20 +104,47 @@ class ParsedFrame:
 
 
 def ws_frame_bytes(payload: str) -> int:
-    """Bytes on the wire for one unmasked server text frame (no compression is negotiated)."""
+    """Bytes of one unmasked server text frame sent uncompressed (its payload and header); with
+    permessage-deflate the payload is what the client library hands over, decompressed."""
     size = len(payload.encode())
     header = 2 if size < 126 else 4 if size < 65536 else 10
     return size + header
 
 
+def tcp_bytes_received(ws: Any) -> int | None:
+    """The TCP payload bytes a websocket's socket has received so far (Linux ``TCP_INFO``), or
+    None where that cannot be read."""
+    try:
+        sock = ws.transport.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (AttributeError, OSError):
+        return None
+    if len(info) < TCPI_BYTES_RECEIVED + 8:
+        return None  # a kernel older than 4.1
+    return int(struct.unpack_from("=Q", info, TCPI_BYTES_RECEIVED)[0])
+
+
+def ws_extensions(ws: Any) -> str:
+    """The extensions the server accepted: its ``Sec-WebSocket-Extensions`` header ("" if none)."""
+    response = getattr(ws, "response", None)
+    return ", ".join(response.headers.get_all("Sec-WebSocket-Extensions")) if response else ""
+
+
 async def ws_connect(
-    url: str, headers: dict[str, str] | None = None, origin: str | None = None, *, stuck: bool
+    url: str,
+    headers: dict[str, str] | None = None,
+    origin: str | None = None,
+    *,
+    stuck: bool,
+    compress: bool = False,
 ) -> Any:
     """A client websocket; ``stuck``: a tiny kernel receive buffer and a one-message queue, so
-    that once its owner stops calling ``recv`` TCP backs up into the server within a few KB."""
+    that once its owner stops calling ``recv`` TCP backs up into the server within a few KB.
+    ``compress``: offer permessage-deflate as browsers do (``permessage-deflate;
+    client_max_window_bits``); otherwise no extension is offered."""
     options: dict[str, Any] = {
         "max_size": None,
-        "compression": None,
+        "compression": "deflate" if compress else None,
         "ping_interval": None,  # no pings: a loaded server must not be judged dead mid-level
         "open_timeout": 30,
     }
@@ -128,7 +172,7 @@ class StreamProtocol(Protocol):
         """``count`` seats (whatever a socket needs before it opens); blocking, run in a thread."""
         ...
 
-    async def connect(self, seat: Any, *, stuck: bool = False) -> Any: ...
+    async def connect(self, seat: Any, *, stuck: bool = False, compress: bool = False) -> Any: ...
 
     async def send(self, ws: Any, prompt: Prompt) -> None: ...
 
@@ -217,9 +261,11 @@ class AppProtocol:
             cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
         return AppSeat(app, cookie, int(match.group(1)))
 
-    async def connect(self, seat: AppSeat, *, stuck: bool = False) -> Any:
+    async def connect(self, seat: AppSeat, *, stuck: bool = False, compress: bool = False) -> Any:
         url = f"ws://127.0.0.1:{seat.app.port}/ws/c/{seat.conversation_id}/"
-        return await ws_connect(url, {"Cookie": seat.cookie}, seat.app.url, stuck=stuck)
+        return await ws_connect(
+            url, {"Cookie": seat.cookie}, seat.app.url, stuck=stuck, compress=compress
+        )
 
     async def send(self, ws: Any, prompt: Prompt) -> None:
         await ws.send(json.dumps({"action": "send", "message": prompt.text, "HEADERS": {}}))
@@ -264,8 +310,8 @@ class BaselineProtocol:
     def prepare(self, count: int) -> list[None]:
         return [None] * count
 
-    async def connect(self, seat: None, *, stuck: bool = False) -> Any:
-        return await ws_connect(f"ws://127.0.0.1:{self.port}/ws/", stuck=stuck)
+    async def connect(self, seat: None, *, stuck: bool = False, compress: bool = False) -> Any:
+        return await ws_connect(f"ws://127.0.0.1:{self.port}/ws/", stuck=stuck, compress=compress)
 
     async def send(self, ws: Any, prompt: Prompt) -> None:
         await ws.send(json.dumps({"prompt": prompt.text}))
@@ -294,13 +340,15 @@ class BaselineProtocol:
 # --- Running streams ------------------------------------------------------------------------
 
 
-async def open_sockets(protocol: StreamProtocol, seats: Sequence[Any]) -> list[Any]:
+async def open_sockets(
+    protocol: StreamProtocol, seats: Sequence[Any], *, compress: bool = False
+) -> list[Any]:
     """One connected websocket per seat (closed by ``close_sockets``)."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
     async def open_one(seat: Any) -> Any:
         async with gate:
-            return await protocol.connect(seat)
+            return await protocol.connect(seat, compress=compress)
 
     results = await asyncio.gather(*(open_one(s) for s in seats), return_exceptions=True)
     sockets = [r for r in results if not isinstance(r, BaseException)]
@@ -320,12 +368,22 @@ async def close_sockets(sockets: Sequence[Any]) -> None:
 
 
 async def _stream(
-    protocol: StreamProtocol, ws: Any, record: StreamRecord, start_at: float, deadline: float
+    protocol: StreamProtocol,
+    ws: Any,
+    record: StreamRecord,
+    start_at: float,
+    deadline: float,
+    *,
+    wire: bool = False,
 ) -> None:
-    """Send at ``start_at`` (loop time), then record frames until the answer is final."""
+    """Send at ``start_at`` (loop time), then record frames until the answer is final;
+    ``wire``: also read the socket's TCP byte counter at the send and at the final frame."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     frames = record.frames
+    if wire:
+        record.extensions = ws_extensions(ws)
+        record.tcp_at_send = tcp_bytes_received(ws)
     try:
         async with asyncio.timeout_at(deadline):
             record.sent_at = time.time()
@@ -334,6 +392,8 @@ async def _stream(
                 raw = await ws.recv()
                 frames.append((time.time(), raw))
                 if protocol.watch(record, raw):
+                    if wire and record.final_status is not None:
+                        record.tcp_at_final = tcp_bytes_received(ws)
                     return
     except TimeoutError:
         record.error = "timed out before the final frame"
@@ -349,14 +409,18 @@ async def run_streams(
     stagger_s: float,
     timeout_s: float,
     on_start: Callable[[], Awaitable[None]] | None = None,
+    wire: bool = False,
 ) -> list[StreamRecord]:
     """Open one socket per seat, send each prompt (staggered), collect every answer.
 
     ``on_start`` runs when the first message is about to go (e.g. to start a profiler or a
     stuck reader), once all sockets are open, so the idle-socket cost is outside it.
+    ``wire``: measure what crosses the wire, as a browser would see it: offer permessage-deflate
+    and note, per answer, the extensions accepted and the TCP bytes its socket received (one
+    socket per answer, so the counter is that answer's alone).
     """
     records = [StreamRecord(i, p.marker, p.text, protocol.name) for i, p in enumerate(prompts)]
-    sockets = await open_sockets(protocol, seats)
+    sockets = await open_sockets(protocol, seats, compress=wire)
     try:
         loop = asyncio.get_running_loop()
         if on_start is not None:
@@ -366,7 +430,7 @@ async def run_streams(
         step = stagger_s / len(records) if records else 0.0
         await asyncio.gather(
             *(
-                _stream(protocol, ws, record, first + i * step, deadline)
+                _stream(protocol, ws, record, first + i * step, deadline, wire=wire)
                 for i, (ws, record) in enumerate(zip(sockets, records, strict=True))
             )
         )

@@ -205,8 +205,10 @@ class Bench:
         prompts: Sequence[Prompt] | None = None,
         clear_log: bool = True,
         on_start: Callable[[], Awaitable[None]] | None = None,
+        wire: bool = False,
     ) -> LevelResult:
-        """N concurrent streams (``rounds`` times in a row, pooled); ``profile`` = (Hz, s)."""
+        """N concurrent streams (``rounds`` times in a row, pooled); ``profile`` = (Hz, s);
+        ``wire``: offer permessage-deflate and count each answer's TCP bytes (``run_streams``)."""
         protocol = target.protocol
         seats = await asyncio.to_thread(protocol.prepare, streams * rounds)
         if clear_log:
@@ -230,6 +232,7 @@ class Bench:
                     stagger_s=self.stagger_s if streams > 1 else 0.0,
                     timeout_s=min(max(60.0, pace.answer_s * 10), max(self.time_left(), 10.0)),
                     on_start=_starter(spy, on_start),
+                    wire=wire,
                 )
         finally:
             sampled = await asyncio.to_thread(spy.finish) if spy is not None else None

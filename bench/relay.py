@@ -214,7 +214,9 @@ def bytes_prompts(tag: str, config: Config) -> list[tuple[int, Prompt]]:
 
 async def bytes_phase(run: Run) -> None:
     """One answer per length at the normal pace, no stamps (they'd be text); the app and the
-    baseline at once (a handful of streams: bytes do not depend on timing)."""
+    baseline at once (a handful of streams: bytes hardly depend on timing). Each answer has a
+    socket of its own that offers permessage-deflate as a browser does: its payload bytes and
+    its TCP bytes (the wire) are both reported, with the compression the server accepted."""
     config, bench, results = run.config, run.bench, run.results
     if not config.bytes_chars:
         return
@@ -234,6 +236,7 @@ async def bytes_phase(run: Run) -> None:
                 pace,
                 prompts=[prompt for _, prompt in plans[target.tag]],
                 clear_log=False,
+                wire=True,
             )
             for target in (run.app, run.base)
         )
@@ -251,18 +254,21 @@ async def bytes_phase(run: Run) -> None:
                     chars=facts.answer_chars,
                     answer_bytes=facts.answer_bytes,
                     frames=facts.frames,
-                    ws_bytes=facts.bytes_total,
+                    payload_bytes=facts.bytes_total,
+                    wire_bytes=facts.wire_bytes,
+                    extensions=facts.extensions,
                     turn_bytes=facts.bytes_turn,
                     delta_bytes=facts.bytes_deltas,
                     final_bytes=facts.bytes_final,
                     verdict=facts.verdict,
                 )
             )
-    print(
-        f"  bytes: app {[f'{b.ratio:.2f}' for b in results.bytes]}, "
-        f"baseline {[f'{b.ratio:.2f}' for b in results.base_bytes]}",
-        file=sys.stderr,
-    )
+    for who, answers in (("app", results.bytes), ("baseline", results.base_bytes)):
+        figures = ", ".join(
+            f"{b.payload_ratio:.2f} payload / {b.wire_ratio:.2f} wire" for b in answers
+        )
+        compression = ", ".join(sorted({b.compression for b in answers}))
+        print(f"  {who} bytes per answer byte: {figures} ({compression})", file=sys.stderr)
 
 
 async def throughput_phase(run: Run, target: Target, out: list[LevelResult]) -> None:

@@ -29,7 +29,7 @@ TARGET_FIRST_MS = 5.0  # first token -> first frame, one stream
 TARGET_P99_RATIO = 1.0  # 100 and 200 streams, one worker, in-process layer
 TARGET_CPU_RATIO = 1.3  # CPU per token
 TARGET_RSS_RATIO = 1.5  # memory per open stream
-TARGET_BYTES_RATIO = 8.0  # websocket bytes per answer byte, at 40 tokens/s
+TARGET_BYTES_RATIO = 8.0  # wire (TCP) bytes per answer byte, at 40 tokens/s
 TARGET_BYTES_TPS = 40.0
 TARGET_STUCK_RSS_MB = 20.0
 TARGET_STUCK_P99_CHANGE = 0.10
@@ -40,26 +40,45 @@ TARGET_LEVELS = (100, 200)
 
 @dataclass
 class BytesResult:
-    """Websocket bytes for one answer of a given length, split by frame kind."""
+    """What one answer of a given length cost in bytes: its frames' payload (uncompressed, split
+    by frame kind) and what crossed the wire (the TCP bytes its socket received)."""
 
     target_chars: int
     tokens: int
     chars: int
     answer_bytes: int
     frames: int
-    ws_bytes: int
+    payload_bytes: int  # every frame's payload + header, as the client library hands it over
+    wire_bytes: int | None  # TCP bytes received from the send to the final frame (None: unread)
+    extensions: str | None  # the Sec-WebSocket-Extensions accepted ("" none, None unknown)
     turn_bytes: int
     delta_bytes: int
     final_bytes: int
     verdict: str
 
+    def _per_answer_byte(self, value: int | None) -> float:
+        return value / self.answer_bytes if value is not None and self.answer_bytes else math.nan
+
     @property
-    def ratio(self) -> float:
-        return self.ws_bytes / self.answer_bytes if self.answer_bytes else math.nan
+    def payload_ratio(self) -> float:
+        return self._per_answer_byte(self.payload_bytes)
+
+    @property
+    def wire_ratio(self) -> float:
+        return self._per_answer_byte(self.wire_bytes)
 
     @property
     def delta_ratio(self) -> float:
-        return self.delta_bytes / self.answer_bytes if self.answer_bytes else math.nan
+        return self._per_answer_byte(self.delta_bytes)
+
+    @property
+    def compression(self) -> str:
+        """Short name of what was negotiated: "deflate", "none" or "unknown"."""
+        if self.extensions is None:
+            return "unknown"
+        if "permessage-deflate" in self.extensions:
+            return "deflate"
+        return self.extensions or "none"
 
 
 @dataclass
@@ -364,6 +383,14 @@ def throughput_section(results: Results) -> str:
     return text
 
 
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _pair(app: str, base: str | None) -> str:
+    return f"{app}/{'—' if base is None else base}"
+
+
 def bytes_section(results: Results) -> str:
     base = {b.target_chars: b for b in results.base_bytes}
     rows = []
@@ -375,12 +402,14 @@ def bytes_section(results: Results) -> str:
                 f"{b.chars:,}",
                 f"{b.answer_bytes:,}",
                 str(b.tokens),
-                f"{b.frames}/{other.frames if other else '—'}",
-                f"{b.ws_bytes:,}/{f'{other.ws_bytes:,}' if other else '—'}",
-                f"{b.ratio:.2f}/{f'{other.ratio:.2f}' if other else '—'}",
-                ratio(b.ratio, other.ratio if other else None),
+                _pair(str(b.frames), other and str(other.frames)),
+                _pair(f"{b.payload_bytes:,}", other and f"{other.payload_bytes:,}"),
+                _pair(ms(b.payload_ratio, 2), other and ms(other.payload_ratio, 2)),
+                _pair(_count(b.wire_bytes), other and _count(other.wire_bytes)),
+                _pair(ms(b.wire_ratio, 2), other and ms(other.wire_ratio, 2)),
+                ratio(b.wire_ratio, other.wire_ratio if other else None),
                 f"{b.turn_bytes:,}/{b.delta_bytes:,}/{b.final_bytes:,}",
-                f"{b.verdict}/{other.verdict if other else '—'}",
+                _pair(b.verdict, other and other.verdict),
             ]
         )
     headers = [
@@ -389,15 +418,28 @@ def bytes_section(results: Results) -> str:
         "text bytes",
         "tokens",
         "frames app/base",
-        "ws bytes app/base",
-        "ws/text app/base",
-        "ratio",
-        "app turn/deltas/final bytes",
+        "payload bytes app/base",
+        "payload/text app/base",
+        "wire bytes app/base",
+        "wire/text app/base",
+        "wire ratio",
+        "app turn/deltas/final payload",
         "check app/base",
     ]
-    return f"5. Websocket bytes per byte of answer text ({results.bytes_pace})\n" + table(
-        headers, rows
-    )
+    lines = [
+        f"5. Websocket bytes per byte of answer text ({results.bytes_pace}; the client offers "
+        "permessage-deflate as browsers do)",
+        "   payload = every frame's payload + header as the client library hands it over "
+        "(decompressed);",
+        "   wire = TCP bytes the answer's own socket received from the send to the final frame "
+        "(TCP_INFO tcpi_bytes_received; IP/TCP headers not counted)",
+        table(headers, rows),
+    ]
+    for who, answers in (("app", results.bytes), ("baseline", results.base_bytes)):
+        offers = sorted({b.extensions for b in answers}, key=str)
+        shown = ", ".join("not read" if e is None else e or "none" for e in offers)
+        lines.append(f"  {who}: Sec-WebSocket-Extensions accepted: {shown or '—'}")
+    return "\n".join(lines)
 
 
 def memory_section(results: Results) -> str:
@@ -627,16 +669,23 @@ def _other_checks(results: Results) -> list[Check]:
     at_target_pace = results.bytes_tps == TARGET_BYTES_TPS
     for b in results.bytes:
         other = base_bytes.get(b.target_chars)
-        checks.append(
+        checks += [
             Check(
-                f"ws bytes / answer byte, ~{b.target_chars:,} chars",
-                f"{b.ratio:.2f}",
-                f"{other.ratio:.2f}" if other else "—",
-                ratio(b.ratio, other.ratio if other else None),
+                f"wire bytes / answer byte, ~{b.target_chars:,} chars (app {b.compression}, "
+                f"baseline {other.compression if other else '—'})",
+                ms(b.wire_ratio, 2),
+                ms(other.wire_ratio, 2) if other else "—",
+                ratio(b.wire_ratio, other.wire_ratio if other else None),
                 f"≤ {TARGET_BYTES_RATIO:g}" + ("" if at_target_pace else " (at 40 tok/s only)"),
-                within(b.ratio, TARGET_BYTES_RATIO) if at_target_pace else None,
-            )
-        )
+                within(b.wire_ratio, TARGET_BYTES_RATIO) if at_target_pace else None,
+            ),
+            Check(
+                f"payload bytes / answer byte, ~{b.target_chars:,} chars (uncompressed)",
+                ms(b.payload_ratio, 2),
+                ms(other.payload_ratio, 2) if other else "—",
+                ratio(b.payload_ratio, other.payload_ratio if other else None),
+            ),
+        ]
     app_stuck = next((r for r in results.stuck if r.who == "app"), None)
     base_stuck = next((r for r in results.stuck if r.who == "baseline"), None)
     if app_stuck is not None:

@@ -157,6 +157,37 @@ def sqlite_workers(
         yield workers
 
 
+async def test_a_burst_of_200_new_messages_over_two_workers_all_answer(
+    workers: tuple[App, App], simulator: Simulator
+) -> None:
+    """200 people press Enter within one second, half on each worker (after the Redis restart
+    above, with Redis back): every one gets its own answer, whole. The time to first token is
+    printed (the figure the README gives)."""
+    visitors = [Visitor(workers[i % 2]) for i in range(STREAMS)]
+    try:
+        conversations = await asyncio.gather(
+            *(asyncio.to_thread(v.new_conversation) for v in visitors)
+        )
+        go = time.monotonic() + 2.0  # every socket open first; starts spread over one second
+        results = await asyncio.gather(
+            *(
+                one_stream(v, c, STREAMS + i, go + i / STREAMS)
+                for i, (v, c) in enumerate(zip(visitors, conversations, strict=True))
+            )
+        )
+    finally:
+        for visitor in visitors:
+            visitor.close()
+    assert [r["status"] for r in results] == ["complete"] * STREAMS
+    assert [r for r in results if len(r["answers"]) != 1] == []  # type: ignore[arg-type]
+    ttfts = sorted(float(r["ttft"]) for r in results if r["ttft"] is not None)  # type: ignore[arg-type]
+    print(
+        f"\n{STREAMS} new messages within one second over two workers: time to first token "
+        f"p50 {statistics.median(ttfts) * 1000:.0f} ms, "
+        f"p95 {ttfts[int(len(ttfts) * 0.95) - 1] * 1000:.0f} ms (simulator ttft 200 ms)"
+    )
+
+
 async def test_sqlite_takes_concurrent_saves_without_locking(
     sqlite_workers: tuple[App, App], simulator: Simulator
 ) -> None:

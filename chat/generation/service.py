@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -38,6 +39,16 @@ from .state import Generation
 from .turns import Turn
 
 logger = logging.getLogger(__name__)
+
+# New turns are saved on threads of their own, several at once: on channels' one database
+# thread a burst of new messages queued behind each other (and behind every other query of the
+# worker) while their users waited for the first word. Each thread keeps its own connection.
+TURN_THREADS = 4
+_turn_threads = ThreadPoolExecutor(max_workers=TURN_THREADS, thread_name_prefix="turns")
+
+
+def _on_turn_thread(func: Callable[..., Turn]) -> Callable[..., Awaitable[Turn]]:
+    return database_sync_to_async(func, thread_sensitive=False, executor=_turn_threads)
 
 
 class GenerationService:
@@ -96,7 +107,7 @@ class GenerationService:
     ) -> Generation:
         """Save the user's message, then start answering it."""
         self._refuse_while_closing()
-        turn = await database_sync_to_async(turns.create_turn)(
+        turn = await _on_turn_thread(turns.create_turn)(
             owner, conversation_id, text, set(self.running)
         )
         return await self._start(turn, origin)
@@ -105,7 +116,7 @@ class GenerationService:
         self, owner: Owner, conversation_id: int, answer_id: int, origin: str | None = None
     ) -> Generation:
         self._refuse_while_closing()
-        turn = await database_sync_to_async(turns.create_retry)(
+        turn = await _on_turn_thread(turns.create_retry)(
             owner, conversation_id, answer_id, set(self.running)
         )
         return await self._start(turn, origin)
@@ -115,7 +126,7 @@ class GenerationService:
     ) -> Generation:
         """Save the edited message (the turns after it leave the log), then answer it."""
         self._refuse_while_closing()
-        turn = await database_sync_to_async(turns.create_edit)(
+        turn = await _on_turn_thread(turns.create_edit)(
             owner, conversation_id, message_id, text, set(self.running)
         )
         # No origin: the composer keeps what it holds (the edit form goes with the old log).
