@@ -415,12 +415,13 @@ async def run_streams(
 
     ``on_start`` runs when the first message is about to go (e.g. to start a profiler or a
     stuck reader), once all sockets are open, so the idle-socket cost is outside it.
-    ``wire``: measure what crosses the wire, as a browser would see it: offer permessage-deflate
-    and note, per answer, the extensions accepted and the TCP bytes its socket received (one
-    socket per answer, so the counter is that answer's alone).
+    Every socket offers permessage-deflate, as browsers do (the app accepts it, so its figures
+    include compressing; the baseline does not). ``wire``: note, per answer, the extensions
+    accepted and the TCP bytes its socket received (one socket per answer, so the counter is
+    that answer's alone).
     """
     records = [StreamRecord(i, p.marker, p.text, protocol.name) for i, p in enumerate(prompts)]
-    sockets = await open_sockets(protocol, seats, compress=wire)
+    sockets = await open_sockets(protocol, seats, compress=True)
     try:
         loop = asyncio.get_running_loop()
         if on_start is not None:
