@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from tests.conftest import free_port
-from tests.test_live_team import unavailable
+from tests.support import unavailable
 
 OWNER = "postgres"  # the OS user a root test process runs the cluster as
 

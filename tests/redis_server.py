@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from tests.conftest import free_port, stop_process, wait_for_port
-from tests.test_live_team import unavailable
+from tests.support import unavailable
 
 
 class RedisServer:

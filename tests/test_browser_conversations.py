@@ -8,10 +8,10 @@ import re
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from .browser_support import browser, open_new_chat, page, problems
 from .conftest import App, Simulator
-from .test_browser import browser, open_new_chat, page, problems
 
-__all__ = ["browser", "page", "problems"]  # fixtures shared with tests/test_browser.py
+__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

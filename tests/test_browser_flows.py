@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.browser_support import browser
 from tests.conftest import App
-from tests.test_browser import browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser"]  # the fixture, shared with test_browser
+__all__ = ["browser"]  # the fixture, from tests/browser_support.py
 
 WORDS = {
     "en-US": {"lang": "en", "figures": "First token", "send": "Send", "versions": "2 / 2"},

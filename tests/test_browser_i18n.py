@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
+from .browser_support import browser, problems  # noqa: F401 (fixtures)
 from .conftest import App, Simulator
-from .test_browser import browser, problems  # noqa: F401 (fixtures)
 from .test_i18n import compiled  # noqa: F401 (the .mo catalogue, built if missing)
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]

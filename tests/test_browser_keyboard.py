@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
+from .browser_support import browser, open_new_chat, page, problems
 from .conftest import App
-from .test_browser import browser, open_new_chat, page, problems
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "page", "problems"]  # fixtures shared with tests/test_browser.py
+__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
 
 PHONE = {"width": 375, "height": 740}
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, WebSocket
 
+from tests.browser_support import browser
 from tests.conftest import ROOT, App, Simulator, start_app, stop_process
-from tests.test_browser import browser
 from tests.test_live_providers import KEY, keyed_simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]

@@ -17,9 +17,9 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.answer_text import SAMPLE, normalized
+from tests.browser_support import browser
 from tests.conftest import App, Simulator
 from tests.proxy import RoundRobinProxy
-from tests.test_browser import browser
 from tests.test_live_team import database, redis_url, workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]

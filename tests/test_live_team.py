@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import time
@@ -32,16 +31,11 @@ from tests.conftest import (
     streamed_text,
     two_workers,
 )
+from tests.support import unavailable
 from tests.test_live_compare import TRIAL, compare_socket
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/7"
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("STREAMSIDE_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (required here: STREAMSIDE_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

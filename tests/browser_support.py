@@ -1,0 +1,70 @@
+"""The browser tests' shared pieces: Debian's chromium driven by Playwright (fixtures, which
+each browser module imports and re-exports, and the first steps most tests take).
+
+Skipped (with the reason in the summary) where chromium is not installed, unless
+STREAMSIDE_REQUIRE_BROWSER=1 (as in CI), where a missing browser fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import App
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if CHROMIUM is None:
+        if os.environ.get("STREAMSIDE_REQUIRE_BROWSER") == "1":
+            pytest.fail(
+                "chromium is required here (STREAMSIDE_REQUIRE_BROWSER=1) but not installed"
+            )
+        pytest.skip("browser tests need Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """Console errors (CSP violations among them) and uncaught exceptions seen on the page."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, app: App, problems: list[str]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def open_new_chat(page: Page, app: App) -> None:
+    """A first visit: start a chat and wait until its socket is open (typing before would
+    race the page's deferred scripts)."""
+    page.goto(app.url + "/")
+    page.get_by_role("button", name="Start a new chat").click()
+    page.wait_for_selector('[data-connected="true"]')
