@@ -120,11 +120,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     # Following conversations -------------------------------------------------------------
 
-    async def start_following(self, service: GenerationService) -> None:
+    def start_following(self, service: GenerationService) -> None:
         """Once accepted: frames go straight to the server's send, bounded by its backlog."""
         self._raw_send = server_send(self.base_send)
-        if not callable(self._raw_send):
-            self._raw_send = None
         self._backlog = backlog_reader(self.base_send)
         self.follower = Follower(
             self,
@@ -208,7 +206,7 @@ class ChatConsumer(LiveConsumer):
         self.owner, self.conversation_id = owner, conversation_id
         await self.join_session_group()
         await self.accept()
-        await self.start_following(get_service())
+        self.start_following(get_service())
         await self.follow([conversation_id])
 
     async def handle(self, content: dict[str, Any]) -> None:
@@ -262,7 +260,7 @@ class CompareConsumer(LiveConsumer):
                 return
         await self.join_session_group()
         await self.accept()
-        await self.start_following(get_service())
+        self.start_following(get_service())
         if run is not None:
             await self._follow_run(run)
 

@@ -11,6 +11,7 @@ and falls back to zero when the loop is quiet again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 TICK = 0.02  # seconds between two measurements while answers run
 QUIET_LAG = 0.002  # below this the loop keeps up: no window
@@ -34,14 +35,13 @@ class Pacer:
         else:
             self.window = min(self.max_window, 2 * self.lag)
 
-    def start(self, busy: object) -> None:
+    def start(self, busy: Callable[[], bool]) -> None:
         """Measure while ``busy()`` is true (answers run); a quiet worker pays nothing."""
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run(busy))
 
-    async def _run(self, busy: object) -> None:
+    async def _run(self, busy: Callable[[], bool]) -> None:
         loop = asyncio.get_running_loop()
-        assert callable(busy)
         while busy():
             before = loop.time()
             await asyncio.sleep(TICK)

@@ -270,10 +270,8 @@ class Follower:
         await self.socket.send_text(self._html(event))
 
     def _html(self, event: FrameEvent) -> str:
-        if not self.chrome:
-            return event["html"]
-        html = event["html"] + event["chrome"]
-        if event["kind"] == "turn" and event["origin"] == self.socket.channel_name:
+        html = self._with_chrome(event["html"], event["chrome"])
+        if self.chrome and event["kind"] == "turn" and event["origin"] == self.socket.channel_name:
             html += fragments.SENT_MARKER
         return html
 
@@ -401,6 +399,9 @@ class Follower:
             self.conversation_of.pop(answer, None)
             return
         self.live[answer] = self.clock()
+        self._ensure_watching()
+
+    def _ensure_watching(self) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.ensure_future(self._watch_silence())
 
@@ -439,13 +440,9 @@ class Follower:
                 continue
             if budget <= 0:  # the rest at the next silence check, not all in one burst
                 self.live[view.id] = self.clock() - SILENCE_CHECK
-                self._note_later()
+                self._ensure_watching()
                 continue
             budget -= await self._send_final(view)
-
-    def _note_later(self) -> None:
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.ensure_future(self._watch_silence())
 
     # A socket that cannot keep up -------------------------------------------------------------
 
