@@ -153,10 +153,17 @@ def test_progress_saves_touch_the_heartbeat_of_quiet_answers_too() -> None:
         Message.objects.create(conversation=chat, role="assistant", status=status)
         for status in ("streaming", "streaming", "complete")
     )
-    save_progress([(growing.pk, "more", "")], alive=[growing.pk, quiet.pk, finished.pk])
+    finished.content = "All of it."
+    finished.save()
+    save_progress(
+        [(growing.pk, "more ✓", "thinking"), (finished.pk, "Al", "")],
+        alive=[growing.pk, quiet.pk, finished.pk],
+    )
     growing.refresh_from_db()
     quiet.refresh_from_db()
     finished.refresh_from_db()
-    assert growing.content == "more" and growing.heartbeat_at is not None
-    assert quiet.heartbeat_at is not None
-    assert finished.heartbeat_at is None  # a final row is never touched again
+    assert (growing.content, growing.reasoning) == ("more ✓", "thinking")
+    assert growing.heartbeat_at is not None and growing.heartbeat_at == quiet.heartbeat_at
+    assert abs(timezone.now() - growing.heartbeat_at) < timedelta(minutes=1)
+    # A final row is never touched again, even by a late progress save that still holds it.
+    assert finished.heartbeat_at is None and finished.content == "All of it."
