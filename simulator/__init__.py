@@ -8,9 +8,17 @@ vLLM/inline variants) plus the failure modes a real upstream shows (HTTP errors,
 errors, EOF, stalls, fragmented UTF-8, odd line terminators), all deterministic and selectable
 per request.
 
-``simulator.app`` holds the pure ASGI application, ``simulator.native`` the native protocol's
-request and event shapes, ``simulator.script`` the deterministic answer and reasoning text and
-option parsing, and ``python -m simulator`` runs it standalone under Daphne.
+One module per job:
+
+- ``app``: the ASGI application (routes, lifespan, settings from ``SIM_*``); ``python -m
+  simulator`` (``__main__``) runs it standalone under Daphne.
+- ``intake``: body, auth, validation and options, once for both protocols, giving a ``Call``.
+- ``reply``: answers a call; ``compatible`` (OpenAI-compatible chunks, bodies, errors) and
+  ``dashscope`` (native events and bodies, shaped by the pure ``native``) write the two formats.
+- ``pacing`` (token timing, stalls, disconnects), ``wire`` (ASGI bytes, SSE oddities),
+  ``faults`` (HTTP faults, ``fault_times``) and ``log`` (the request log tests read).
+- ``options`` (the ``sim`` options), ``prompt`` (reading messages), ``script`` (the
+  deterministic answer and reasoning text) and ``corpus`` (the sentences it draws from).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """DashScope's native text-generation protocol: request parsing, error bodies and event payloads.
 
-Pure (no I/O, no clock): ``simulator.app`` paces the tokens and writes the bytes, this module only
-says what each event and error looks like. The shapes copy ``../shared/reference/protocols.md``
-(b) and the verbatim curl capture in the provider page next to it:
+Pure (no I/O, no clock): ``simulator.dashscope`` paces the tokens and writes the bytes, this
+module only says what each event and error looks like. The shapes copy
+``../shared/reference/protocols.md`` (b) and the verbatim curl capture in the provider page next
+to it:
 
 - an SSE event is ``id:N`` / ``event:result`` / ``:HTTP_STATUS/200`` / ``data:{json}`` and a blank
   line, with no space after the colons and no ``[DONE]``: the connection closes after the event
@@ -39,6 +40,15 @@ PATH = "/api/v1/services/aigc/text-generation/generation"
 
 _INVALID_PARAMETER = "<400> InternalError.Algo.InvalidParameter: "
 
+MISSING_MESSAGES = 'Either "prompt" or "messages" must exist and cannot both be none'
+THINKING_NON_STREAM = "parameter.enable_thinking must be set to false for non-streaming calls"
+THINKING_INCREMENTAL = (
+    'The incremental_output parameter must be "true" when enable_thinking is true'
+)
+THINKING_RESULT_FORMAT = (
+    'The result_format parameter must be "message" when enable_thinking is true'
+)
+
 ERRORS: dict[str, tuple[int, str, str]] = {
     "401": (401, "InvalidApiKey", "Invalid API-key provided."),
     "403": (403, "AccessDenied", "Access denied."),
@@ -67,18 +77,10 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "This model only support stream mode, please enable the stream parameter to access "
         "the model.",
     ),
+    "thinking_non_stream": (400, "InvalidParameter", THINKING_NON_STREAM),
     "timeout": (500, "RequestTimeOut", "Response timeout!"),
 }
 """Fault or problem kind -> (HTTP status, native ``code``, default ``message``)."""
-
-MISSING_MESSAGES = 'Either "prompt" or "messages" must exist and cannot both be none'
-THINKING_NON_STREAM = "parameter.enable_thinking must be set to false for non-streaming calls"
-THINKING_INCREMENTAL = (
-    'The incremental_output parameter must be "true" when enable_thinking is true'
-)
-THINKING_RESULT_FORMAT = (
-    'The result_format parameter must be "message" when enable_thinking is true'
-)
 
 
 class NativeRequestError(ValueError):
