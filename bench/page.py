@@ -155,9 +155,9 @@ def run(args: argparse.Namespace) -> Results:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from chat.article_cache import articles
-    from chat.markdown import render_markdown
     from chat.models import Message
+    from chat.rendering.articles import articles
+    from chat.rendering.markdown import render_markdown
 
     user, conversation_id = make_conversation(args.messages)
     client = Client()

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import Field
 from django.http import HttpRequest
 
-from .models import Conversation, DailyUsage, Message, Provider
+from chat.models import Conversation, DailyUsage, Message, Provider
 
 
 @admin.register(Provider)

@@ -11,6 +11,6 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
-        from .accounts import close_sockets_on_logout
+        from chat.accounts.signals import close_sockets_on_logout
 
         user_logged_out.connect(close_sockets_on_logout, dispatch_uid="chat-close-sockets")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .models import Conversation
+from chat.models import Conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,10 @@ class Owner:
     def conversations(self) -> QuerySet[Conversation]:
         """The owner's conversations; deleted ones (restorable until purged) are left out."""
         return self.with_deleted().filter(deleted_at__isnull=True)
+
+    def conversation(self, conversation_id: int) -> Conversation | None:
+        """One of the owner's conversations (not deleted), or None: never someone else's."""
+        return self.conversations().filter(pk=conversation_id).first()
 
     def with_deleted(self) -> QuerySet[Conversation]:
         """Every conversation of the owner's, deleted ones too (for Undo and the purge)."""

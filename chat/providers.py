@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.translation import gettext
 
-from .exceptions import ClientError
-from .i18n import upstream_message
-from .models import Provider
+from chat.exceptions import ClientError
+from chat.models import Conversation, Provider
+from chat.rendering.i18n import upstream_message
 
 DEFAULT_KEY = "default"
 _CHOICE_RE = re.compile(r"^p(\d+):(.+)$", re.DOTALL)
@@ -30,6 +30,11 @@ _CHOICE_RE = re.compile(r"^p(\d+):(.+)$", re.DOTALL)
 def choice_value(provider_id: int | None, model: str) -> str:
     """The one string a picker option carries for a provider and model."""
     return model if provider_id is None else f"p{provider_id}:{model}"
+
+
+def conversation_choice(conversation: Conversation) -> str:
+    """The picker value of a conversation's provider and model."""
+    return choice_value(conversation.provider_id, conversation.model)
 
 
 @dataclass(frozen=True, slots=True)

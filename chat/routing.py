@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .consumers import ChatConsumer, CompareConsumer
+from chat.compare.consumer import CompareConsumer
+from chat.conversations.consumer import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/c/<int:conversation_id>/", ChatConsumer.as_asgi()),

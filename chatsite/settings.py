@@ -88,7 +88,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "chat.middleware.LoginRequiredWhenConfigured",
+    "chat.accounts.middleware.LoginRequiredWhenConfigured",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -169,7 +169,7 @@ if REDIS_URL:
 else:
     # Correct for one process only; several workers need REDIS_URL.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {"BACKEND": "chat.ops.layers.LocalChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
 # --- Accounts -----------------------------------------------------------------------------------
@@ -272,10 +272,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "chat.logformat.JsonFormatter"},
+        "json": {"()": "chat.ops.logformat.JsonFormatter"},
     },
     # Secrets from the environment are blanked out of every record, whoever logs them.
-    "filters": {"secrets": {"()": "chat.logsafety.RedactSecrets"}},
+    "filters": {"secrets": {"()": "chat.ops.logsafety.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

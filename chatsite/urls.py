@@ -7,7 +7,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from chat.health import healthz
+from chat.ops.health import healthz
 
 
 @login_not_required
@@ -23,6 +23,6 @@ urlpatterns = [
     # Django's language switcher (the django_language cookie). Not login-only: the sign-in page
     # offers it too. No i18n_patterns: URLs stay the same in every language.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
-    path("accounts/", include("chat.accounts")),
+    path("accounts/", include("chat.accounts.urls")),
     path("", include("chat.urls")),
 ]

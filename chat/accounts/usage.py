@@ -16,8 +16,8 @@ from django.db.models import F, QuerySet, Subquery, Sum
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from .exceptions import ClientError
-from .models import DailyUsage, Message
+from chat.exceptions import ClientError
+from chat.models import DailyUsage, Message
 
 RATE_WINDOW = timedelta(minutes=1)
 

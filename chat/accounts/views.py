@@ -1,32 +1,24 @@
-"""Accounts: sign-up when the deployment allows it (login, logout and password change are
-Django's own views, with templates in the app's style under ``templates/registration/``)."""
+"""Accounts' pages: sign-up when the deployment allows it (login, logout and password change
+are Django's own views, with templates in the app's style under ``templates/registration/``),
+and the staff page of usage: requests and tokens per user per day, the last 30 days."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
+from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
-from .live.protocol import SESSION_ENDED, SessionEnded, session_group
+from chat.accounts import usage
 
-
-def close_sockets_on_logout(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
-    """Signing out closes the sockets that session opened, on every worker: a shared or
-    public computer keeps no live view of the chats after "Sign out"."""
-    key = request.session.session_key
-    layer = get_channel_layer()
-    if key and layer is not None:
-        async_to_sync(layer.group_send)(session_group(key), SessionEnded(type=SESSION_ENDED))
+DAYS = 30
 
 
 @login_not_required
@@ -52,18 +44,28 @@ class LoginView(auth_views.LoginView):
         return {**super().get_context_data(**kwargs), "allow_signup": settings.CHAT_ALLOW_SIGNUP}
 
 
-urlpatterns = [
-    path("login/", LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path(
-        "password/",
-        auth_views.PasswordChangeView.as_view(),
-        name="password_change",
-    ),
-    path(
-        "password/done/",
-        auth_views.PasswordChangeDoneView.as_view(),
-        name="password_change_done",
-    ),
-    path("signup/", signup, name="signup"),
-]
+@require_GET
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """Staff only; anyone else gets 404, as for anything that is not theirs."""
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    rows = usage.recent(DAYS)
+    totals = (
+        rows.values("user__username")
+        .annotate(
+            requests=Sum("requests"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+        )
+        .order_by("-completion", "user__username")
+    )
+    return render(
+        request,
+        "chat/usage.html",
+        {
+            "days": DAYS,
+            "rows": rows,
+            "totals": totals,
+            "limit": settings.CHAT_DAILY_TOKEN_LIMIT,
+        },
+    )

@@ -1,37 +1,32 @@
 """The comparison: one prompt answered with streaming on and off at the same instant.
 
 Each side is a conversation of its own (``purpose="compare"``), so both answers go through the
-chat's generation service and relay unchanged; this module only creates the runs, starts each
-trial's two turns together, waits for both, and keeps what the browser measured.
+chat's generation service and relay unchanged. This module holds what a run is: creating runs
+and trials, what the browser measured, each side's figures and the verdict (``service``
+drives the trials; ``rendering`` draws them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import statistics
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
-from django.utils import translation
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import fragments, providers, usage
-from .exceptions import ClientError
-from .generation.service import GenerationService, get_service
-from .generation.turns import Turn, create_turn
-from .i18n import duration
-from .live.protocol import COMPARE_EVENT, CompareEvent, comparison_group
-from .models import ComparisonResult, ComparisonRun, Conversation, Message
-from .owners import Owner
+from chat import providers
+from chat.accounts import usage
+from chat.exceptions import ClientError
+from chat.generation.turns import Turn, create_turn
+from chat.models import ComparisonResult, ComparisonRun, Conversation, Message
+from chat.owners import Owner
+from chat.rendering import fragments
+from chat.rendering.i18n import seconds
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +211,6 @@ def side_of(result: ComparisonResult) -> Side:
     )
 
 
-def seconds(value: float | None) -> str:
-    """0.41 s below a second, 9.8 s below a hundred: as precise as a person reads it (and in
-    the active language: "0.41 秒")."""
-    if value is None:
-        return "—"
-    return duration(value, 2 if value < 1 else 1 if value < 100 else 0)
-
-
 def _median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(present) if present else None
@@ -292,103 +279,3 @@ def run_sides(run: ComparisonRun) -> dict[str, list[Side]]:
 
 
 # --- Driving a run -----------------------------------------------------------------------------
-
-
-class ComparisonService:
-    """Runs each trial's two sides together through the generation service, then the next."""
-
-    def __init__(self, generations: GenerationService) -> None:
-        self.generations = generations
-        self.running: dict[int, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()  # strong refs until they finish
-
-    def launch(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
-        """Start the run's trials in a task of their own (the socket may close meanwhile).
-
-        Its frames are written in the active language (the socket's that asked for the run).
-        """
-        language = translation.get_language() or settings.LANGUAGE_CODE
-        self.running[run.pk] = asyncio.create_task(
-            self._drive_in(language, owner, run, origin), name=f"comparison-{run.pk}"
-        )
-
-    async def _drive_in(
-        self, language: str, owner: Owner, run: ComparisonRun, origin: str | None
-    ) -> None:
-        with translation.override(language):
-            await self._drive(owner, run, origin)
-
-    async def _drive(self, owner: Owner, run: ComparisonRun, origin: str | None) -> None:
-        try:
-            for trial in range(1, run.trials + 1):
-                turns = await database_sync_to_async(create_trial)(
-                    owner, run, trial, set(self.generations.running)
-                )
-                await self._publish(run.pk, fragments_trial(run, trial, turns))
-                generations = await self.generations.start_turns(turns, origin)
-                await asyncio.wait([g.task for g in generations if g.task is not None])
-                task = asyncio.create_task(self._server_figures(owner, run.pk, trial))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            await self._publish(run.pk, DONE_FRAME)
-        except ClientError as error:
-            await self._publish(run.pk, fragments.alert_frame(error.message))
-        except Exception:
-            logger.exception("comparison %s failed", run.pk)
-            await self._publish(
-                run.pk,
-                fragments.alert_frame(gettext("The comparison stopped on an internal error.")),
-            )
-        finally:
-            self.running.pop(run.pk, None)
-
-    async def _server_figures(self, owner: Owner, run_id: int, trial: int) -> None:
-        """If no browser reports a trial's timings (a reloaded page, say), show the server's.
-
-        Waits a moment first, so that a browser's report, which is more telling, wins.
-        """
-        await asyncio.sleep(SERVER_FIGURES_DELAY)
-        html = await database_sync_to_async(_figures_if_unreported)(owner, run_id, trial)
-        if html:
-            await self._publish(run_id, html)
-
-    async def _publish(self, run_id: int, html: str) -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.group_send(
-            comparison_group(run_id), CompareEvent(type=COMPARE_EVENT, html=html)
-        )
-
-
-def _figures_if_unreported(owner: Owner, run_id: int, trial: int) -> str:
-    from .compare_views import render_figures  # the views render; this module only drives
-
-    unreported = ComparisonResult.objects.filter(
-        run_id=run_id, trial=trial, browser_complete_ms__isnull=True
-    )
-    return render_figures(owner, run_id) if unreported.exists() else ""
-
-
-def fragments_trial(run: ComparisonRun, trial: int, turns: Sequence[Turn]) -> str:
-    """Tells the page a trial began and which answers to time, before their turn frames."""
-    ids = {mode: turn.answer.id for mode, turn in zip(MODES, turns, strict=True)}
-    return (
-        f'<span id="compare-trial" hx-swap-oob="true" hidden data-run="{run.pk}" '
-        f'data-trial="{trial}" data-trials="{run.trials}" '
-        f'data-stream-answer="{ids[ComparisonRun.Mode.STREAM]}" '
-        f'data-nostream-answer="{ids[ComparisonRun.Mode.NOSTREAM]}"></span>'
-    )
-
-
-# One per generation service (so per event loop), like the generations it drives.
-_services: weakref.WeakKeyDictionary[GenerationService, ComparisonService] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_comparisons() -> ComparisonService:
-    generations = get_service()
-    service = _services.get(generations)
-    if service is None:
-        service = _services[generations] = ComparisonService(generations)
-    return service

@@ -9,93 +9,18 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.template.loader import render_to_string
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
-from . import comparisons, providers
-from .charts import ChartData, TrialWaits, render_waits_chart
-from .comparisons import MODES, Side, run_sides, verdict
-from .fragments import log_id, message_view
-from .models import ComparisonRun, Message
-from .owners import Owner
-from .views import conversation_choice
-
-MODE_TITLES = {
-    ComparisonRun.Mode.STREAM: gettext_lazy("Streaming on"),
-    ComparisonRun.Mode.NOSTREAM: gettext_lazy("Streaming off"),
-}
-
-
-def run_context(run: ComparisonRun) -> dict[str, Any]:
-    """Everything the run's part of the page shows, from what is saved."""
-    sides = run_sides(run)
-    panes = []
-    for mode in MODES:
-        conversation = run.conversation_for(mode)
-        answers = list(conversation.messages.filter(role=Message.Role.ASSISTANT))
-        latest = sides[mode][-1] if sides[mode] else None
-        panes.append(
-            {
-                "mode": mode,
-                "title": MODE_TITLES[mode],
-                "log_id": log_id(conversation.pk),
-                "answers": [message_view(a, is_latest=False) for a in answers],
-                "status": answers[-1].status if answers else "idle",
-                "latest": latest,
-                "buffered": run.buffered and mode == ComparisonRun.Mode.NOSTREAM,
-            }
-        )
-    finished = [s for s in sides[ComparisonRun.Mode.STREAM] if s.complete_s is not None]
-    complete = len(finished) == run.trials and all(
-        s.complete_s is not None or s.failed for s in sides[ComparisonRun.Mode.NOSTREAM]
-    )
-    chart = ""
-    if complete and len(sides[ComparisonRun.Mode.NOSTREAM]) == run.trials:
-        chart = render_waits_chart(
-            ChartData(
-                stream=[_waits(s) for s in sides[ComparisonRun.Mode.STREAM]],
-                nostream=[_waits(s) for s in sides[ComparisonRun.Mode.NOSTREAM]],
-            )
-        )
-    return {
-        "run": run,
-        "panes": panes,
-        "verdict": verdict(sides[ComparisonRun.Mode.STREAM], sides[ComparisonRun.Mode.NOSTREAM]),
-        "chart": chart,
-        "rows": _rows(sides),
-    }
-
-
-def _waits(side: Side) -> TrialWaits:
-    return TrialWaits(first_text_s=side.first_text_s, complete_s=side.complete_s)
-
-
-def _rows(sides: dict[str, list[Side]]) -> list[dict[str, Any]]:
-    """The figures table: one row per trial, both modes side by side."""
-    rows = []
-    for on, off in zip(
-        sides[ComparisonRun.Mode.STREAM], sides[ComparisonRun.Mode.NOSTREAM], strict=False
-    ):
-        rows.append({"trial": on.trial, "on": on, "off": off})
-    return rows
-
-
-def render_run(run: ComparisonRun, *, oob: bool) -> str:
-    """The run's panes, figures, verdict and chart (a frame when a run starts on the socket)."""
-    return render_to_string("compare/_run.html", {**run_context(run), "oob": oob})
-
-
-def render_figures(owner: Owner, run_id: int) -> str:
-    """After the browser reports its timings: each pane's figures, the verdict, the chart."""
-    run = comparisons.get_run(owner, run_id)
-    if run is None:
-        return ""
-    return render_to_string("compare/_figures.html", {**run_context(run), "oob": True})
+from chat import providers
+from chat.compare import runs
+from chat.compare.rendering import run_context
+from chat.compare.runs import MODES, run_sides, verdict
+from chat.models import ComparisonRun
+from chat.owners import Owner
 
 
 def _owned_run(request: HttpRequest, run_id: int) -> ComparisonRun:
-    run = comparisons.get_run(Owner.from_request(request), run_id)
+    run = runs.get_run(Owner.from_request(request), run_id)
     if run is None:
         raise Http404("No such comparison.")
     return run
@@ -104,12 +29,12 @@ def _owned_run(request: HttpRequest, run_id: int) -> ComparisonRun:
 def _page(request: HttpRequest, run: ComparisonRun | None) -> HttpResponse:
     context: dict[str, Any] = {
         "model_groups": providers.picker(
-            conversation_choice(run.stream_conversation) if run else ""
+            providers.conversation_choice(run.stream_conversation) if run else ""
         ),
-        "presets": comparisons.PRESETS,
-        "measuring": comparisons.upstream_label(),
+        "presets": runs.PRESETS,
+        "measuring": runs.upstream_label(),
         "simulator": settings.LLM_SIMULATOR,
-        "prompt_limit": comparisons.PROMPT_LIMIT,
+        "prompt_limit": runs.PROMPT_LIMIT,
         "prompt": run.prompt if run else "",
         "socket": f"/ws/compare/{run.pk}/" if run else "/ws/compare/",
     }
@@ -132,11 +57,11 @@ def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    runs = []
-    for run in comparisons.owned_runs(Owner.from_request(request))[:200]:
+    listed = []
+    for run in runs.owned_runs(Owner.from_request(request))[:200]:
         sides = run_sides(run)
-        runs.append({"run": run, "verdict": verdict(sides["stream"], sides["nostream"])})
-    return render(request, "compare/history.html", {"runs": runs})
+        listed.append({"run": run, "verdict": verdict(sides["stream"], sides["nostream"])})
+    return render(request, "compare/history.html", {"runs": listed})
 
 
 def _export_rows(run: ComparisonRun) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """Views for work on whole conversations: search, the Markdown export, picking an answer's
-version, and Undo after a delete (the delete itself is ``views.delete_conversation``)."""
+version, and Undo after a delete (the delete itself is in ``views``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import conversations
-from .exceptions import ClientError
-from .fragments import alert_frame, render_message
-from .owners import Owner
-from .views import HtmxHttpRequest, _owned, _page_context
+from chat.conversations import work
+from chat.conversations.page import HtmxHttpRequest, owned_conversation, page_context
+from chat.exceptions import ClientError
+from chat.owners import Owner
+from chat.rendering.fragments import alert_frame, render_message
 
 
 @require_GET
@@ -25,14 +25,14 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
     raw = request.GET.get("q", "")
     error = ""
     try:
-        query = conversations.clean_query(raw)
-        hits = conversations.search(owner, query)
+        query = work.clean_query(raw)
+        hits = work.search(owner, query)
     except ClientError as exc:
         query, hits, error = " ".join(raw.split()), [], exc.message
     context = {"query": query, "hits": hits, "error": error}
     if request.htmx:
         return render(request, "chat/_search_results.html", context)
-    page = _page_context(request, None)
+    page = page_context(request, None)
     page.update(search_query=query, search_hits=hits, search_error=error)
     return render(request, "chat/page.html", page)
 
@@ -40,11 +40,11 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """The conversation as a Markdown file (``/c/<id>/export.md``)."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation(request, conversation_id)
     response = HttpResponse(
-        conversations.export_markdown(conversation), content_type="text/markdown; charset=utf-8"
+        work.export_markdown(conversation), content_type="text/markdown; charset=utf-8"
     )
-    name = conversations.export_filename(conversation, "md")
+    name = work.export_filename(conversation, "md")
     response["Content-Disposition"] = content_disposition_header(True, name)
     return response
 
@@ -52,7 +52,7 @@ def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
 @require_POST
 def restore_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
     """Undo a delete: the conversation is back where it was."""
-    conversation = conversations.restore(Owner.from_request(request), conversation_id)
+    conversation = work.restore(Owner.from_request(request), conversation_id)
     if conversation is None:
         raise Http404("No such conversation.")
     url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
@@ -62,9 +62,9 @@ def restore_conversation(request: HtmxHttpRequest, conversation_id: int) -> Http
 @require_POST
 def choose_version(request: HtmxHttpRequest, conversation_id: int, answer_id: int) -> HttpResponse:
     """Show another version of the latest answer (‹ 1 / 3 ›); later questions send it."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation(request, conversation_id)
     try:
-        view = conversations.show_version(conversation, answer_id)
+        view = work.show_version(conversation, answer_id)
     except ClientError as error:
         if request.htmx:  # the article stays; the alert says why
             return HttpResponse(alert_frame(error.message), headers={"HX-Reswap": "none"})

@@ -14,9 +14,9 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import gettext, gettext_lazy
 
-from . import providers
-from .exceptions import ClientError
-from .models import Conversation
+from chat import providers
+from chat.exceptions import ClientError
+from chat.models import Conversation
 
 # name → (label, parse, low, high)
 _NUMBERS: dict[str, tuple[Any, Callable[[str], float | int], float, float]] = {

@@ -20,13 +20,13 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 from django.utils.translation import gettext, ngettext
 
-from . import fragments
-from .exceptions import ClientError
-from .generation.records import version_groups, versions_of
-from .generation.turns import request_options
-from .i18n import upstream_message
-from .models import Conversation, Message, answer_outcome
-from .owners import Owner
+from chat.exceptions import ClientError
+from chat.generation.records import version_groups, versions_of
+from chat.generation.turns import request_options
+from chat.models import Conversation, Message, answer_outcome
+from chat.owners import Owner
+from chat.rendering import fragments
+from chat.rendering.i18n import upstream_message
 
 # Deleted conversations are restorable for this long, then purged. At least the rate limit's
 # window (one minute): the limit counts saved answers, and purging sooner would forget them.
@@ -60,6 +60,12 @@ def soft_delete(conversation: Conversation) -> None:
     """Hide the conversation everywhere (lists, search, its page, its socket) until purged."""
     conversation.deleted_at = timezone.now()
     conversation.save(update_fields=["deleted_at"])
+
+
+def streaming_answers(conversation: Conversation) -> list[int]:
+    """The conversation's answers still marked streaming (on whichever worker)."""
+    rows = conversation.messages.filter(status=Message.Status.STREAMING)
+    return list(rows.values_list("pk", flat=True))
 
 
 def restore(owner: Owner, conversation_id: int) -> Conversation | None:

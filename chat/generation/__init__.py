@@ -7,6 +7,7 @@
 - ``pacing``: the coalescing window, from the event loop's lag;
 - ``progress``: periodic saves of every growing answer in one call;
 - ``control``: what this worker hears from the others (Stop, snapshots, presence, frames);
-- ``service``: the one door for consumers and views (``get_service``);
+- ``service``: the one door for consumers (``get_service``);
+- ``registry``: which answers this process runs, readable from views' threads;
 - ``shutdown``: finishing and saving the answers in flight on SIGTERM.
 """

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.utils import translation
 
-from chat.layer_probe import LayerProbe, can_probe
 from chat.live.hub import LiveHub
 from chat.live.protocol import (
     FOLLOW_EVENT,
@@ -35,10 +36,30 @@ from chat.live.protocol import (
     StopRequest,
     conversation_group,
 )
+from chat.ops.layer_probe import LayerProbe, can_probe
 
 logger = logging.getLogger(__name__)
 
 GROUP_REFRESH = 3600.0  # seconds; channels-redis forgets group members after a day
+
+
+def ask_workers_to_stop(conversation_id: int, answer_ids: list[int]) -> None:
+    """From sync code (a view): ask every worker, this one too, to stop these answers. The one
+    running each stops it; the layer unreachable, the answers end with their worker anyway."""
+    layer = get_channel_layer()
+    if layer is None or not answer_ids:
+        return
+    try:
+        for answer_id in answer_ids:
+            async_to_sync(layer.group_send)(
+                WORKERS_GROUP,
+                # types-channels wants a dict[str, Any]; a TypedDict is one at run time.
+                StopRequest(  # type: ignore[arg-type]
+                    type=STOP_EVENT, conversation=conversation_id, answer=answer_id
+                ),
+            )
+    except Exception as exc:  # Redis away: deleting the conversation still goes ahead
+        logger.warning("could not pass Stop to the workers: %s: %s", type(exc).__name__, exc)
 
 
 class ControlPlane:

@@ -18,11 +18,12 @@ from typing import Any
 
 from django.utils import translation
 
-from chat import fragments, llm
+from chat import llm
 from chat.live.hub import LiveHub
 from chat.live.protocol import FrameEvent, FrameKind, conversation_group
-from chat.logformat import log_answer
 from chat.models import answer_outcome
+from chat.ops.logformat import log_answer
+from chat.rendering import fragments
 
 from .pacing import Pacer
 from .records import RETRYABLE, save_final_retrying

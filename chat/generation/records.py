@@ -16,10 +16,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Field
 from django.utils import timezone
 
-from chat import fragments, usage
+from chat.accounts import usage
 from chat.models import Conversation, Message
+from chat.rendering import fragments
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -
         if rows:
             connection = transaction.get_connection()
             quote = connection.ops.quote_name
-            fields = {name: Message._meta.get_field(name).column for name in _PROGRESS_FIELDS}
+            fields = {name: _column(name) for name in _PROGRESS_FIELDS}
             sql = (
                 f"UPDATE {quote(Message._meta.db_table)} SET {quote(fields['content'])} = %s, "
                 f"{quote(fields['reasoning'])} = %s, {quote(fields['heartbeat_at'])} = %s "
@@ -119,6 +121,14 @@ def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -
 
 
 _PROGRESS_FIELDS = ("id", "content", "reasoning", "heartbeat_at", "status")
+
+
+def _column(name: str) -> str:
+    """The database column of one of Message's own fields (``get_field`` may also return a
+    relation's reverse side, which has none)."""
+    field = Message._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field.column
 
 
 def streaming_answers(conversation_id: int, exclude: set[int]) -> list[int]:

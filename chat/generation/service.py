@@ -23,14 +23,15 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
 
-from chat import fragments, llm, providers
+from chat import llm, providers
 from chat.exceptions import ClientError
 from chat.live.hub import LiveHub
 from chat.live.protocol import SnapshotEvent
-from chat.logformat import log_answer
+from chat.ops.logformat import log_answer
 from chat.owners import Owner
+from chat.rendering import fragments
 
-from . import records, turns
+from . import records, registry, turns
 from .control import ControlPlane
 from .pacing import Pacer
 from .pipeline import AnswerRun, Publisher
@@ -194,6 +195,7 @@ class GenerationService:
     def _register(self, turn: Turn, origin: str | None) -> Generation:
         generation = Generation(turn=turn, origin=origin)
         self.running[generation.answer_id] = generation
+        registry.started(generation.answer_id, turn.conversation_id)
         return generation
 
     async def _show_turn(self, generation: Generation) -> None:
@@ -242,6 +244,7 @@ class GenerationService:
 
     def _forget(self, generation: Generation) -> None:
         self.running.pop(generation.answer_id, None)
+        registry.ended(generation.answer_id)
 
     # What a socket's follower needs (``live.follower.Source``) --------------------------------
 

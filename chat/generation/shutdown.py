@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from .service import GenerationService
+if TYPE_CHECKING:  # the service starts this module's drain, not the other way round
+    from .service import GenerationService
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ async def drain(service: GenerationService, grace: float) -> None:
 def drain_before_shutdown(service: GenerationService) -> None:
     """Under Daphne (Twisted's asyncio reactor), hold the process's exit on SIGTERM until the
     answers in flight are finished or saved (``STREAM_SHUTDOWN_GRACE_MS``)."""
-    reactor = sys.modules.get("twisted.internet.reactor")
+    # Installing a reactor puts the reactor object itself in sys.modules under this name; its
+    # interfaces are zope ones, which mypy cannot check calls against.
+    reactor: Any = sys.modules.get("twisted.internet.reactor")
     if reactor is None or not getattr(reactor, "running", False):
         return  # not served by Daphne (tests, management commands)
     from twisted.internet import defer, tcp
@@ -48,7 +52,7 @@ def drain_before_shutdown(service: GenerationService) -> None:
         # other workers while the sockets already open here see their answers finish.
         for reader in reactor.getReaders():
             if isinstance(reader, tcp.Port):
-                reader.stopListening()
+                reader.stopListening()  # type: ignore[no-untyped-call]  # Twisted: unannotated
         drained = asyncio.ensure_future(drain(service, settings.STREAM_SHUTDOWN_GRACE))
         return defer.Deferred.fromFuture(drained)
 

@@ -11,10 +11,11 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from chat import fragments, llm
+from chat import llm
 from chat.live.protocol import SnapshotEvent
-from chat.markdown import BlockSplitter
 from chat.models import Message
+from chat.rendering import fragments
+from chat.rendering.markdown import BlockSplitter
 
 from .turns import Turn
 

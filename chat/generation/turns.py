@@ -12,10 +12,12 @@ from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from chat import fragments, providers, usage
+from chat import providers
+from chat.accounts import usage
 from chat.exceptions import ClientError
 from chat.models import Conversation, Message
 from chat.owners import Owner
+from chat.rendering import fragments
 
 from .records import is_orphan, settle_answers, versions_of
 
@@ -40,10 +42,6 @@ class Turn:
     # The language of the socket that asked (active when the turn is made): every frame of
     # the answer, broadcast to all sockets showing the conversation, is written in it.
     language: str = field(default_factory=lambda: translation.get_language() or "")
-
-
-def get_conversation(owner: Owner, conversation_id: int) -> Conversation | None:
-    return owner.conversations().filter(pk=conversation_id).first()
 
 
 def request_options(conversation: Conversation) -> dict[str, Any]:
@@ -170,7 +168,7 @@ def _insert(*messages: Message) -> None:
             message.save(force_insert=True)
 
 
-def _owned(
+def _locked(
     owner: Owner, conversation_id: int, *, rate: bool = True
 ) -> tuple[Conversation, usage.RequestChecks]:
     """The owner's conversation, with its provider and what the request's rate and allowance
@@ -197,7 +195,7 @@ def create_turn(
     text = _message_text(text)
     with transaction.atomic():
         # Comparisons check the rate per run, for all its requests.
-        conversation, checks = _owned(owner, conversation_id, rate=not standalone)
+        conversation, checks = _locked(owner, conversation_id, rate=not standalone)
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
@@ -251,7 +249,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     whichever version is shown is the one later questions send as context.
     """
     with transaction.atomic():
-        conversation, checks = _owned(owner, conversation_id)
+        conversation, checks = _locked(owner, conversation_id)
         upstream = _upstream(conversation)
         rows, versions = _history_and_versions(conversation)
         _check_idle(rows, live)
@@ -291,7 +289,7 @@ def create_edit(
     """
     text = _message_text(text)
     with transaction.atomic():
-        conversation, checks = _owned(owner, conversation_id)
+        conversation, checks = _locked(owner, conversation_id)
         upstream = _upstream(conversation)
         rows, versions = _history_and_versions(conversation, every_field=True)
         _check_idle(rows, live)

@@ -5,5 +5,7 @@
   which other workers follow which conversations (frames cross the channel layer only for them);
 - ``follower``: one socket's side of the protocol: frame numbers, gaps refilled from snapshots,
   silence checked against the database, a socket that cannot keep up;
-- ``socket``: how many bytes a socket has queued but not yet sent (Daphne's transport).
+- ``socket``: how many bytes a socket has queued but not yet sent (Daphne's transport);
+- ``compression``: permessage-deflate for Daphne's websockets;
+- ``consumer``: the base of both pages' socket consumers.
 """

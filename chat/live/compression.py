@@ -27,7 +27,8 @@ def accept(offers: list[Any]) -> Any:
 
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
-            return PerMessageDeflateOfferAccept(
+            # autobahn's constructor is unannotated.
+            return PerMessageDeflateOfferAccept(  # type: ignore[no-untyped-call]
                 offer,
                 request_max_window_bits=WINDOW_BITS if offer.accept_max_window_bits else 0,
                 window_bits=WINDOW_BITS,

@@ -1,4 +1,5 @@
-"""Websocket consumers: they route messages between one socket and the services.
+"""The base of both pages' websocket consumers: they route messages between one socket and
+the services (``conversations.consumer``, ``compare.consumer``).
 
 They hold no chat logic and no delivery protocol: validate the htmx ``ws-send`` payload, call
 a service, send what it returns. The socket's side of the live protocol (frame numbers, gaps,
@@ -17,17 +18,14 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
 
-from . import comparisons, fragments
-from .compare_views import render_figures, render_run
-from .exceptions import ClientError
-from .generation.service import GenerationService, get_service
-from .generation.turns import get_conversation
-from .i18n import language_from_scope
-from .live.follower import CLOSE_BEHIND, SYNC_LIMIT, Follower
-from .live.protocol import COMPARE_EVENT, SNAPSHOT_EVENT, comparison_group, session_group
-from .live.socket import backlog_reader, close_with, server_send
-from .models import ComparisonRun
-from .owners import Owner
+from chat.exceptions import ClientError
+from chat.generation.service import GenerationService, get_service
+from chat.live.follower import CLOSE_BEHIND, SYNC_LIMIT, Follower
+from chat.live.protocol import SNAPSHOT_EVENT, session_group
+from chat.live.socket import backlog_reader, close_with, server_send
+from chat.owners import Owner
+from chat.rendering import fragments
+from chat.rendering.i18n import language_from_scope
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +154,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """After a reconnect the page names the answers it still shows as streaming."""
         if not isinstance(answers, list) or len(answers) > SYNC_LIMIT:
             raise ClientError(gettext("That request was not understood."))
-        ids = {_id(answer, "answer") for answer in answers}
+        ids = {request_id(answer, "answer") for answer in answers}
         assert self.follower is not None
         await self.follower.sync(self.followed, ids)
 
@@ -187,143 +185,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.leave_session_group()
 
 
-class ChatConsumer(LiveConsumer):
-    """One socket showing one conversation (``/ws/c/<id>/``)."""
-
-    conversation_id: int
-    shows_chrome = True
-
-    async def connect(self) -> None:
-        """On connect: check ownership, follow the conversation, catch up live answers."""
-        owner = Owner.from_scope(self.scope)
-        conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
-        if (
-            owner is None
-            or await database_sync_to_async(get_conversation)(owner, conversation_id) is None
-        ):
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.owner, self.conversation_id = owner, conversation_id
-        await self.join_session_group()
-        await self.accept()
-        self.start_following(get_service())
-        await self.follow([conversation_id])
-
-    async def handle(self, content: dict[str, Any]) -> None:
-        """A new message, an edited one, Stop, Retry or sync."""
-        action = content.get("action", "send")
-        service = get_service()
-        if action == "send":
-            message = content.get("message")
-            if not isinstance(message, str):
-                raise ClientError(gettext("Type a message first."))
-            await service.send(self.owner, self.conversation_id, message, self.channel_name)
-        elif action == "stop":
-            await service.stop(self.conversation_id, _id(content.get("answer"), "answer"))
-        elif action == "retry":
-            answer_id = _id(content.get("answer"), "answer")
-            await service.retry(self.owner, self.conversation_id, answer_id, self.channel_name)
-        elif action == "sync":
-            await self.sync(content.get("answers"))
-        elif action == "edit":
-            message_id = _id(content.get("message"), "message")
-            text = content.get("text")
-            if not isinstance(text, str):
-                raise ClientError(gettext("Type a message first."))
-            await service.edit(self.owner, self.conversation_id, message_id, text)
-        else:
-            raise ClientError(gettext("That request was not understood."))
-
-
-class CompareConsumer(LiveConsumer):
-    """The comparison page's socket (``/ws/compare/`` or ``/ws/compare/<run id>/``).
-
-    It follows one run at a time: the run's group and both sides' conversations. Message
-    frames are the chat's own (the chat page's chrome is left out); timings come back from the
-    browser and get the figures, the verdict and, at the end, the chart.
-    """
-
-    run_group = ""
-
-    async def connect(self) -> None:
-        owner = Owner.from_scope(self.scope)
-        if owner is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.owner = owner
-        run_id = self.scope["url_route"]["kwargs"].get("run_id")
-        run = None
-        if run_id is not None:
-            run = await database_sync_to_async(comparisons.get_run)(owner, int(run_id))
-            if run is None:
-                await self.close(code=CLOSE_NOT_FOUND)
-                return
-        await self.join_session_group()
-        await self.accept()
-        self.start_following(get_service())
-        if run is not None:
-            await self._follow_run(run)
-
-    async def disconnect(self, code: int) -> None:
-        if self.run_group:
-            await self.channel_layer.group_discard(self.run_group, self.channel_name)
-        await super().disconnect(code)
-
-    async def _follow_run(self, run: ComparisonRun) -> None:
-        """Listen to this run (and stop listening to the previous one), catching up live text."""
-        if self.run_group:
-            await self.channel_layer.group_discard(self.run_group, self.channel_name)
-        self.run_group = comparison_group(run.pk)
-        await self.channel_layer.group_add(self.run_group, self.channel_name)
-        await self.follow([run.stream_conversation_id, run.nostream_conversation_id])
-
-    async def handle(self, content: dict[str, Any]) -> None:
-        action = content.get("action")
-        if action == "run":
-            await self._run(content)
-        elif action == "timings":
-            await self._timings(content)
-        elif action == "sync":
-            await self.sync(content.get("answers"))
-        else:
-            raise ClientError(gettext("That request was not understood."))
-
-    async def _run(self, content: dict[str, Any]) -> None:
-        prompt, model = content.get("prompt"), content.get("model")
-        if not isinstance(prompt, str) or not isinstance(model, str):
-            raise ClientError(gettext("Type a prompt first."))
-        trials = _id(content.get("trials", 1), "trials")
-        run = await database_sync_to_async(comparisons.create_run)(
-            self.owner, prompt, model, trials
-        )
-        await self._follow_run(run)
-        await self.send(text_data=await database_sync_to_async(render_run)(run, oob=True))
-        comparisons.get_comparisons().launch(self.owner, run, self.channel_name)
-
-    async def _timings(self, content: dict[str, Any]) -> None:
-        run_id, trial = _id(content.get("run"), "run"), _id(content.get("trial"), "trial")
-        mode = content.get("mode")
-        if mode not in comparisons.MODES:
-            raise ClientError(gettext("That request was not understood."))
-        await database_sync_to_async(comparisons.save_browser_timings)(
-            self.owner,
-            run_id,
-            trial,
-            str(mode),
-            _milliseconds(content.get("first_text_ms")),
-            _milliseconds(content.get("complete_ms")),
-        )
-        html = await database_sync_to_async(render_figures)(self.owner, run_id)
-        await self.send(text_data=html)
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == COMPARE_EVENT:
-            await self.send(text_data=message["html"])
-        else:
-            await super().dispatch(message)
-
-
-def _id(value: Any, name: str) -> int:
+def request_id(value: Any, name: str) -> int:
     """A positive database id (or count) from a request: anything else is refused clearly."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ClientError(gettext("That request named no %(name)s.") % {"name": name})
@@ -333,17 +195,4 @@ def _id(value: Any, name: str) -> int:
         raise ClientError(gettext("That request named no %(name)s.") % {"name": name}) from exc
     if not 0 < number <= MAX_ID:
         raise ClientError(gettext("That request named no %(name)s.") % {"name": name})
-    return number
-
-
-def _milliseconds(value: Any) -> float | None:
-    """A browser-measured duration: empty for "never happened", else 0 to one hour."""
-    if value in (None, ""):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ClientError(gettext("That timing was not a number.")) from exc
-    if not 0 <= number <= 3_600_000:
-        raise ClientError(gettext("That timing was out of range."))
     return number

@@ -25,6 +25,7 @@ in line behind it, so the publisher never waits on one slow socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -34,9 +35,9 @@ from typing import Protocol
 from django.utils import translation
 from django.utils.translation import gettext
 
-from chat import fragments
 from chat.exceptions import ClientError
 from chat.models import Message
+from chat.rendering import fragments
 
 from .protocol import FrameEvent, SnapshotEvent
 
@@ -350,7 +351,7 @@ class Follower:
             if answer not in self.pending:
                 return  # it came while the database answered
             if view is not None and view.status != Message.Status.STREAMING:
-                await self._exclusive(lambda view=view: self._give_up_waiting(answer, view))
+                await self._exclusive(functools.partial(self._give_up_waiting, answer, view))
                 return
             if view is None or attempt == SNAPSHOT_ATTEMPTS:
                 break
@@ -464,7 +465,7 @@ class Follower:
             if self.socket.backlog() <= self.backlog_cap // 4:
                 self.behind_since = None
                 dropped, self.dropped = self.dropped, set()
-                self._queue(lambda dropped=dropped: self._refill_dropped(dropped))
+                self._queue(functools.partial(self._refill_dropped, dropped))
                 return
             assert self.behind_since is not None
             if self.clock() - self.behind_since > self.behind_limit:

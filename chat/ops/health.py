@@ -22,7 +22,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .generation.service import peek_service
+from chat.generation.service import peek_service
 
 CHECK_TIMEOUT = 2.0  # seconds per check: a health check must answer quickly even when failing
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .live.protocol import PROBE_EVENT, Probe
+from chat.live.protocol import PROBE_EVENT, Probe
 
 logger = logging.getLogger(__name__)
 

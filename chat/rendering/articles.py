@@ -19,8 +19,8 @@ from django.utils import translation
 from django.utils.autoreload import file_changed
 from django.utils.safestring import SafeString, mark_safe
 
-from .fragments import MessageView, render_message
-from .models import Message
+from chat.models import Message
+from chat.rendering.fragments import MessageView, render_message
 
 MAX_CHARS = 8_000_000
 """What the store may hold in all: the messages' text and HTML, in characters (about 8-30 MB)."""
@@ -80,4 +80,4 @@ def _on_file_changed(sender: Any, file_path: Any, **kwargs: Any) -> None:
     articles.clear()
 
 
-file_changed.connect(_on_file_changed, dispatch_uid="chat.article_cache")
+file_changed.connect(_on_file_changed, dispatch_uid="chat.rendering.articles")

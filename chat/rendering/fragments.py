@@ -18,9 +18,9 @@ from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
 from django.utils.translation import gettext, pgettext
 
-from .i18n import duration, upstream_message
-from .markdown import render_markdown
-from .models import Message, answer_outcome
+from chat.models import Message, answer_outcome
+from chat.rendering.i18n import duration, upstream_message
+from chat.rendering.markdown import render_markdown
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,14 @@ def duration(value: float | None, digits: int = 1) -> str:
     return gettext("%(seconds)s s") % {"seconds": floatformat(value, digits)}
 
 
+def seconds(value: float | None) -> str:
+    """0.41 s below a second, 9.8 s below a hundred: as precise as a person reads it (and in
+    the active language: "0.41 秒")."""
+    if value is None:
+        return "—"
+    return duration(value, 2 if value < 1 else 1 if value < 100 else 0)
+
+
 # --- Upstream errors (worded in English by chat/llm, which has no Django) --------------------
 
 # The fixed sentences of chat/llm (events.py's default messages, client.py, openai.py,

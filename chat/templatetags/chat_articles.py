@@ -3,8 +3,8 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString
 
-from chat.article_cache import articles
-from chat.fragments import MessageView
+from chat.rendering.articles import articles
+from chat.rendering.fragments import MessageView
 
 register = template.Library()
 

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from django import template
 
-from chat import i18n
-from chat.comparisons import seconds as _seconds
+from chat.rendering import i18n
 
 register = template.Library()
 
@@ -23,4 +22,4 @@ def upstream_message(message: str) -> str:
 @register.filter
 def seconds(value: float | None) -> str:
     """A duration in seconds as a person reads it: 0.41 s, 9.8 s, 12 s."""
-    return _seconds(value)
+    return i18n.seconds(value)

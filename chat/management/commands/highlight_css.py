@@ -1,7 +1,7 @@
 """``manage.py highlight_css``: write ``static/chat/highlight.css``, the code blocks' colours.
 
-Run it again after changing ``LIGHT_STYLE``/``DARK_STYLE`` in ``chat/markdown.py`` or upgrading
-Pygments (a test fails while the shipped file and the generator disagree).
+Run it again after changing ``LIGHT_STYLE``/``DARK_STYLE`` in ``chat/rendering/markdown.py``
+or upgrading Pygments (a test fails while the shipped file and the generator disagree).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from chat.markdown import highlight_css
+from chat.rendering.markdown import highlight_css
 
 CSS_PATH = Path(settings.BASE_DIR) / "static" / "chat" / "highlight.css"
 

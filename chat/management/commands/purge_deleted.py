@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat.conversations import PURGE_AFTER, purge_deleted
+from chat.conversations.work import PURGE_AFTER, purge_deleted
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Accounts: sign-up and login pages, signing out everywhere, daily quotas and usage."""

@@ -1,0 +1,1 @@
+"""The comparison page: runs of streaming on vs off, their figures, verdict and chart."""

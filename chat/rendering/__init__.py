@@ -1,0 +1,1 @@
+"""Rendering: message fragments and frames, safe markdown, cached articles, language."""
