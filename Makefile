@@ -51,6 +51,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	DEBUG=$${DEBUG:-1} $(BIN)/mypy
 
 ## bench: relay latency, throughput, bytes per answer byte, memory, a stuck reader and Enter ->
 ## upstream, each against the baseline relay measured in the same run (not part of the tests),
@@ -80,7 +81,7 @@ simulator: install
 	$(BIN)/python -m simulator --host 127.0.0.1 --port $${SIM_PORT:-8001}
 
 clean:
-	rm -rf $(VENV) node_modules staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules staticfiles .pytest_cache .ruff_cache .mypy_cache
 
 ## local-model: SmolLM2-135M-Instruct under llama.cpp's OpenAI-compatible server on
 ## 127.0.0.1:LOCAL_MODEL_PORT (default 8002), offline, in the background, registered as the

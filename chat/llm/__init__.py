@@ -6,8 +6,10 @@ DashScope's native SSE API. It has no Django imports so it can be tested and reu
 
 Modules: ``events`` (what a reply yields, the error tree), ``errors`` (error bodies of every
 dialect), ``openai`` and ``dashscope`` (request bodies and pure parsers, one per protocol),
-``thinking`` (``<think>`` tags inside content), ``client`` (the pooled HTTP client and
-``ChatClient``).
+``thinking`` (``<think>`` tags inside content), ``dialects`` (what the client needs of a
+protocol), ``transport`` (the pooled HTTP client, httpx errors as ``UpstreamError``s),
+``responses`` (an SSE stream or a JSON body read into events), ``deadline`` (a reply's overall
+deadline), ``retries`` (when to ask again) and ``client`` (``ChatClient``, which uses them all).
 
 ``ChatClient.stream_reply`` never raises an ``UpstreamError``; it yields ``Failed(error)``
 as its last event. Before any text or thinking was yielded it first asks again after a 429,
@@ -39,8 +41,9 @@ stateful pass over the events, so the per-chunk parsers stay pure).
 
 from __future__ import annotations
 
-from .client import PROTOCOLS, AiohttpReader, ChatClient, make_http_client
+from .client import ChatClient
 from .dashscope import parse_response as parse_dashscope_response
+from .dialects import PROTOCOLS
 from .errors import error_from_response
 from .events import (
     Event,
@@ -62,6 +65,7 @@ from .events import (
     Usage,
 )
 from .openai import parse_chunk, parse_completion
+from .transport import AiohttpReader, make_http_client
 
 __all__ = [
     "PROTOCOLS",

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import payloads
-from .errors import error_from_event
+from .errors import clean, error_from_event
 from .events import (
     Event,
     Failed,
@@ -122,7 +122,7 @@ class DashScopeStream:
             self._usage = usage
             events.append(usage)
         if reason is not None:
-            events.append(Finished(reason, request_id=payloads.clean(obj.get("request_id"))))
+            events.append(Finished(reason, request_id=clean(obj.get("request_id"))))
         return events
 
 
@@ -137,7 +137,7 @@ def parse_response(obj: Mapping[str, Any]) -> list[Event]:
     usage = payloads.usage(obj)
     if usage is not None:
         events.append(usage)
-    events.append(Finished(reason or "stop", request_id=payloads.clean(obj.get("request_id"))))
+    events.append(Finished(reason or "stop", request_id=clean(obj.get("request_id"))))
     return events
 
 
