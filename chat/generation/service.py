@@ -246,7 +246,7 @@ class GenerationService:
         self.running.pop(generation.answer_id, None)
         registry.ended(generation.answer_id)
 
-    # What a socket's follower needs (``live.follower.Source``) --------------------------------
+    # What a socket's follower needs (``live.ports.Source``) -----------------------------------
 
     def local_snapshot(self, answer_id: int) -> SnapshotEvent | None:
         generation = self.running.get(answer_id)

@@ -5,6 +5,8 @@
   which other workers follow which conversations (frames cross the channel layer only for them);
 - ``follower``: one socket's side of the protocol: frame numbers, gaps refilled from snapshots,
   silence checked against the database, a socket that cannot keep up;
+- ``jobs``: a follower's slower work (refills, database checks), one job at a time;
+- ``ports``: what a follower needs of its socket and of the generation service;
 - ``socket``: how many bytes a socket has queued but not yet sent (Daphne's transport);
 - ``compression``: permessage-deflate for Daphne's websockets;
 - ``consumer``: the base of both pages' socket consumers.

@@ -51,7 +51,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self._raw_send: Any = None
         self._backlog: Any = None
 
-    # The socket, as the follower sees it (``live.follower.Socket``) --------------------------
+    # The socket, as the follower sees it (``live.ports.Socket``) -----------------------------
 
     async def send_text(self, html: str) -> None:
         if self._raw_send is None:

@@ -28,17 +28,16 @@ import asyncio
 import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
-from django.utils import translation
 from django.utils.translation import gettext
 
 from chat.exceptions import ClientError
 from chat.models import Message
 from chat.rendering import fragments
 
+from .jobs import JobLine
+from .ports import Socket, Source
 from .protocol import FrameEvent, SnapshotEvent
 
 logger = logging.getLogger(__name__)
@@ -63,49 +62,6 @@ SYNC_LIMIT = 50  # answers a page may ask about in one sync
 SYNC_EVERY = 2.0  # seconds between two syncs of one socket
 SYNC_BYTES = 1024 * 1024  # final frames one sync may send; the rest follow by the silence check
 DONE = 1 << 62  # the seq of an answer shown final: nothing comes after it
-
-Job = Callable[[], Awaitable[None]]
-
-
-class Socket(Protocol):
-    """What a follower needs of its websocket (the consumer)."""
-
-    channel_name: str
-    language: str
-
-    async def send_text(self, html: str) -> None: ...
-
-    def backlog(self) -> int:
-        """Bytes queued but not yet sent (0 when it cannot be known)."""
-        ...
-
-    async def close_behind(self) -> None: ...
-
-
-class Source(Protocol):
-    """What a follower needs of the generation service and the database."""
-
-    def local_snapshot(self, answer_id: int) -> SnapshotEvent | None:
-        """This worker's answer so far, written in the active language (None if not here)."""
-        ...
-
-    def local_answers(self, conversation_id: int) -> list[int]: ...
-
-    async def request_snapshot(
-        self, conversation_id: int, answer_id: int, reply_to: str
-    ) -> None: ...
-
-    async def saved_answer(self, answer_id: int) -> fragments.MessageView | None:
-        """As saved; one a dead worker left "streaming" is settled as interrupted first."""
-        ...
-
-    async def saved_log(self, conversation_id: int, *, with_retry: bool) -> str: ...
-
-    async def streaming_answers(self, conversation_id: int, exclude: set[int]) -> list[int]: ...
-
-    async def ended_answers(
-        self, conversation_ids: list[int], ids: set[int]
-    ) -> list[fragments.MessageView]: ...
 
 
 class Follower:
@@ -135,11 +91,7 @@ class Follower:
         self.behind_since: float | None = None
         self.last_sync = float("-inf")
         self.closed = False
-        self._jobs: deque[Job] = deque()
-        self._busy = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.jobs = JobLine(socket.channel_name, lambda: socket.language)
         self._watcher: asyncio.Task[None] | None = None
         self._draining: asyncio.Task[None] | None = None
 
@@ -149,21 +101,21 @@ class Follower:
         """A frame of an answer in a conversation this socket shows (from the hub)."""
         if self.closed:
             return  # its disconnect is on its way to the hub
-        if self._busy or self._needs_work(event):
-            self._queue(lambda: self._on_frame(event))
+        if self.jobs.busy or self._needs_work(event):
+            self.jobs.queue(lambda: self._on_frame(event))
         else:
             await self._on_frame(event)
 
     def snapshot_arrived(self, event: SnapshotEvent) -> None:
         """Another worker's answer so far, asked for by this socket."""
         if not self.closed:
-            self._queue(lambda: self._on_snapshot(event))
+            self.jobs.queue(lambda: self._on_snapshot(event))
 
     async def catch_up(self, conversation_id: int) -> None:
         """Answers already streaming, here or on another worker: their text so far, then
         only later frames. Call it once the socket follows the conversation (``hub``), so
         frames newer than the snapshot still arrive."""
-        await self._exclusive(lambda: self._catch_up(conversation_id))
+        await self.jobs.exclusive(lambda: self._catch_up(conversation_id))
 
     async def sync(self, conversation_ids: list[int], ids: set[int]) -> None:
         """After a reconnect: of the answers the page still shows as streaming, those that
@@ -174,64 +126,15 @@ class Follower:
         if now - self.last_sync < SYNC_EVERY:
             raise ClientError(gettext("Too many requests: wait a moment and try again."))
         self.last_sync = now
-        await self._exclusive(lambda: self._sync(conversation_ids, ids))
+        await self.jobs.exclusive(lambda: self._sync(conversation_ids, ids))
 
     def close(self) -> None:
         """The socket closed: stop every timer and job of this follower."""
         self.closed = True
-        self._jobs.clear()
-        for task in [*self._tasks, self._watcher, self._draining]:
+        self.jobs.close()
+        for task in [self._watcher, self._draining]:
             if task is not None:
                 task.cancel()
-
-    # One job at a time ----------------------------------------------------------------------
-
-    def _queue(self, job: Job) -> None:
-        self._jobs.append(job)
-        if not self._busy:
-            self._busy = True
-            self._idle.clear()
-            self._spawn(self._work())
-
-    async def _work(self) -> None:
-        try:
-            with translation.override(self.socket.language or None):
-                await self._drain_jobs()
-        finally:
-            self._set_idle()
-
-    async def _exclusive(self, job: Job) -> None:
-        """Run ``job`` in the caller's task once no other job runs; frames wait meanwhile."""
-        while self._busy:
-            await self._idle.wait()
-        self._busy = True
-        self._idle.clear()
-        try:
-            await job()
-        finally:
-            try:
-                await self._drain_jobs()
-            finally:
-                self._set_idle()
-
-    async def _drain_jobs(self) -> None:
-        while self._jobs:
-            job = self._jobs.popleft()
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one failed refill must not wedge the socket
-                logger.exception("socket %s: a live job failed", self.socket.channel_name)
-
-    def _set_idle(self) -> None:
-        self._busy = False
-        self._idle.set()
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # Frames ---------------------------------------------------------------------------------
 
@@ -319,7 +222,7 @@ class Follower:
         self.pending[answer] = held
         self.conversation_of[answer] = conversation_id
         await self._request_snapshot(conversation_id, answer)
-        self._spawn(self._snapshot_deadline(conversation_id, answer))
+        self.jobs.spawn(self._snapshot_deadline(conversation_id, answer))
 
     async def _request_snapshot(self, conversation_id: int, answer: int) -> None:
         try:
@@ -351,13 +254,13 @@ class Follower:
             if answer not in self.pending:
                 return  # it came while the database answered
             if view is not None and view.status != Message.Status.STREAMING:
-                await self._exclusive(functools.partial(self._give_up_waiting, answer, view))
+                await self.jobs.exclusive(functools.partial(self._give_up_waiting, answer, view))
                 return
             if view is None or attempt == SNAPSHOT_ATTEMPTS:
                 break
             logger.info("no snapshot of answer %d yet: asking again", answer)
             await self._request_snapshot(conversation_id, answer)
-        await self._exclusive(lambda: self._give_up_waiting(answer, None))
+        await self.jobs.exclusive(lambda: self._give_up_waiting(answer, None))
 
     async def _give_up_waiting(self, answer: int, view: fragments.MessageView | None) -> None:
         held = self.pending.pop(answer, None)
@@ -410,7 +313,7 @@ class Follower:
         while self.live:
             await asyncio.sleep(SILENCE_CHECK / 2)
             try:
-                await self._exclusive(self._check_silence)
+                await self.jobs.exclusive(self._check_silence)
             except Exception as exc:  # the database away: look again next time
                 logger.warning("socket %s: checking silent answers failed (%s: %s)",
                                self.socket.channel_name, type(exc).__name__, exc)  # fmt: skip
@@ -465,7 +368,7 @@ class Follower:
             if self.socket.backlog() <= self.backlog_cap // 4:
                 self.behind_since = None
                 dropped, self.dropped = self.dropped, set()
-                self._queue(functools.partial(self._refill_dropped, dropped))
+                self.jobs.queue(functools.partial(self._refill_dropped, dropped))
                 return
             assert self.behind_since is not None
             if self.clock() - self.behind_since > self.behind_limit:
