@@ -18,7 +18,8 @@ env_var_name = RegexValidator(
 def answer_outcome(status: str, error_kind: str, has_text: bool) -> str:
     """How an answer ended, in one word: ``complete``, ``stopped`` (by the user),
     ``incomplete`` (the stream broke after it began), ``failed`` (no answer began),
-    ``interrupted`` (the worker stopped or died); ``streaming`` until then."""
+    ``interrupted`` (the worker stopped or died); ``streaming`` until then. The kind
+    ``internal`` (a bug in the relay) ends like an upstream failure: incomplete once text began."""
     if status != "error":
         return status
     if error_kind == "interrupted":
@@ -160,7 +161,11 @@ class Message(models.Model):
     streamed = models.BooleanField(default=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     error_kind = models.CharField(max_length=32, blank=True)
-    error_message = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)  # English, as logged and exported
+    # The same error as data, shown in the reader's language (chat/rendering/errors.py):
+    # {"template": "... (HTTP %(status)s): %(detail)s", "params": {"status": 400, ...}}, a
+    # nested wording as a param alike; null for a provider's own words and for older rows.
+    error_wording = models.JSONField(null=True, blank=True)
     retry_after = models.FloatField(null=True, blank=True)
     request_id = models.CharField(max_length=100, blank=True)
     ttft_ms = models.FloatField(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -23,6 +24,7 @@ from chat import providers
 from chat.accounts import usage
 from chat.exceptions import ClientError
 from chat.generation.turns import Turn, create_turn
+from chat.llm import Wording
 from chat.models import ComparisonResult, ComparisonRun, Conversation, Message
 from chat.owners import Owner
 from chat.rendering import fragments
@@ -168,7 +170,8 @@ class Side:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
-    error_message: str
+    error_message: str  # English, as exported; the page shows it with ``|error_text``
+    error_wording: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @property
     def relay_ms(self) -> float | None:
@@ -194,6 +197,7 @@ def side_of(result: ComparisonResult) -> Side:
         complete_s = (result.browser_complete_ms or 0) / 1000
     else:
         first_s, complete_s = server_first, server_total
+    deleted = Wording("The answer was deleted.")
     return Side(
         mode=result.mode,
         trial=result.trial,
@@ -207,7 +211,8 @@ def side_of(result: ComparisonResult) -> Side:
         prompt_tokens=answer.prompt_tokens if answer else None,
         completion_tokens=answer.completion_tokens if answer else None,
         total_tokens=answer.total_tokens if answer else None,
-        error_message=(answer.error_message if answer else "The answer was deleted."),
+        error_message=answer.error_message if answer else deleted.text(),
+        error_wording=answer.error_wording if answer else deleted.as_data(),
     )
 
 

@@ -26,7 +26,7 @@ from chat.generation.turns import request_options
 from chat.models import Conversation, Message, answer_outcome
 from chat.owners import Owner
 from chat.rendering import fragments
-from chat.rendering.i18n import upstream_message
+from chat.rendering.errors import error_text
 
 # Deleted conversations are restorable for this long, then purged. At least the rate limit's
 # window (one minute): the limit counts saved answers, and purging sooner would forget them.
@@ -233,7 +233,8 @@ def export_markdown(conversation: Conversation) -> str:
             lines += [row.content.rstrip(), ""]
         if row.status == Message.Status.ERROR and row.error_message:
             error = gettext("Error:")  # (xgettext does not look inside f-strings)
-            lines += [f"*{error} {upstream_message(row.error_message)}*", ""]
+            shown = error_text(row.error_wording, row.error_message)
+            lines += [f"*{error} {shown}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

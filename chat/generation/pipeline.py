@@ -25,9 +25,10 @@ from chat.models import answer_outcome
 from chat.ops.logformat import log_answer
 from chat.rendering import fragments
 
+from .failures import InternalFailure, ServerStopped
 from .pacing import Pacer
 from .records import RETRYABLE, save_final_retrying
-from .state import Generation, ServerStopped
+from .state import Generation
 
 logger = logging.getLogger(__name__)
 
@@ -225,9 +226,7 @@ class AnswerRun:
             elif (exc := reader.exception()) is not None:
                 # A bug must not leave the answer "streaming" forever.
                 logger.error("generation %s failed", generation.answer_id, exc_info=exc)
-                generation.error = llm.UpstreamProtocolError(
-                    f"Internal error ({type(exc).__name__}); the partial answer was kept."
-                )
+                generation.error = InternalFailure.of(exc)
             generation.done = True
             try:
                 await asyncio.shield(self._finish())

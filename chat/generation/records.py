@@ -23,9 +23,11 @@ from chat.accounts import usage
 from chat.models import Conversation, Message
 from chat.rendering import fragments
 
+from .failures import ServerRestarted
+
 logger = logging.getLogger(__name__)
 
-INTERRUPTED_MESSAGE = "The server restarted before this answer finished. Retry to ask again."
+INTERRUPTED_MESSAGE = ServerRestarted.default_message
 
 
 def version_groups(conversation_id: int) -> dict[int, tuple[int, ...]]:
@@ -61,10 +63,12 @@ def shown_views(
 
 def settle_answers(pks: list[int]) -> None:
     """Mark these answers interrupted (text kept) if they are still "streaming"."""
+    failure = ServerRestarted()
     Message.objects.filter(pk__in=pks, status=Message.Status.STREAMING).update(
         status=Message.Status.ERROR,
-        error_kind="interrupted",
-        error_message=INTERRUPTED_MESSAGE,
+        error_kind=failure.kind,
+        error_message=failure.message,
+        error_wording=failure.wording.as_data(),
         completed_at=timezone.now(),
     )
 

@@ -17,14 +17,8 @@ from chat.models import Message
 from chat.rendering import fragments
 from chat.rendering.markdown import BlockSplitter
 
+from .failures import ServiceFailure
 from .turns import Turn
-
-
-class ServerStopped(llm.UpstreamInterrupted):
-    """This worker shut down mid-answer (SIGTERM past the grace): not the upstream's fault."""
-
-    kind = "interrupted"
-    default_message = "The server stopped before this answer finished. Retry to ask again."
 
 
 @dataclass(eq=False)
@@ -55,7 +49,7 @@ class Generation:
     usage: llm.Usage | None = None
     finish_reason: str = ""
     request_id: str = ""  # the upstream's id for this answer, for support
-    error: llm.UpstreamError | None = None
+    error: llm.UpstreamError | ServiceFailure | None = None  # the model server's, or ours
     retrying: llm.Retrying | None = None  # the last refusal asked again after, before a token
     stop_requested: bool = False
     done: bool = False
@@ -154,9 +148,11 @@ class Generation:
         fields: dict[str, Any] = {}
         if self.error is not None:
             status = Message.Status.ERROR
+            wording = self.error.wording
             fields.update(
                 error_kind=self.error.kind,
                 error_message=self.error.message,
+                error_wording=wording.as_data() if wording is not None else None,
                 retry_after=self.error.retry_after,
                 request_id=self.error.request_id or self.request_id,
             )

@@ -4,10 +4,11 @@ This is the only package that speaks HTTP to model servers: the OpenAI-compatibl
 chat-completions API (DashScope compatible mode, OpenAI, vLLM, Ollama, llama.cpp) and
 DashScope's native SSE API. It has no Django imports so it can be tested and reused alone.
 
-Modules: ``events`` (what a reply yields, the error tree), ``errors`` (error bodies of every
-dialect), ``openai`` and ``dashscope`` (request bodies and pure parsers, one per protocol),
-``thinking`` (``<think>`` tags inside content), ``dialects`` (what the client needs of a
-protocol), ``transport`` (the pooled HTTP client, httpx errors as ``UpstreamError``s),
+Modules: ``events`` (what a reply yields, the error tree), ``wording`` (what an error says: an
+English template and its params, which the Django side translates), ``errors`` (error bodies
+of every dialect), ``openai`` and ``dashscope`` (request bodies and pure parsers, one per
+protocol), ``thinking`` (``<think>`` tags inside content), ``dialects`` (what the client needs
+of a protocol), ``transport`` (the pooled HTTP client, httpx errors as ``UpstreamError``s),
 ``responses`` (an SSE stream or a JSON body read into events), ``deadline`` (a reply's overall
 deadline), ``retries`` (when to ask again) and ``client`` (``ChatClient``, which uses them all).
 
@@ -27,6 +28,9 @@ tree (``kind`` in brackets, stable for the UI and logs)::
     ├── UpstreamStreamError   [stream_error]  {"error": {...}} after HTTP 200 (e.g. moderation)
     ├── UpstreamInterrupted   [incomplete]    stream ended with neither finish_reason nor [DONE]
     └── UpstreamProtocolError [protocol]      unparseable response, wrong content type
+
+Every error's ``message`` is an English sentence; ``wording`` holds the same as data (template
+and params, ``wording.Wording``) when the words are ours, None when they are the provider's.
 
 Event contract of one reply: zero or more ``ReasoningDelta``/``TextDelta``/``Usage`` in wire
 order, then exactly one terminal event, either ``Finished`` (possibly followed by a ``Usage``,
@@ -66,6 +70,7 @@ from .events import (
 )
 from .openai import parse_chunk, parse_completion
 from .transport import AiohttpReader, make_http_client
+from .wording import Wording
 
 __all__ = [
     "PROTOCOLS",
@@ -88,6 +93,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "Usage",
+    "Wording",
     "error_from_response",
     "make_http_client",
     "parse_chunk",

@@ -290,6 +290,11 @@ class ChatClient:
         """Make sure the API key never leaves this module inside an error."""
         key = self._api_key
         if key and key in error.message:
-            error.message = error.message.replace(key, "***")
-            error.args = (error.message,)
+            if error.wording is None:
+                error.reword(error.message.replace(key, "***"))
+            else:
+                hidden = error.wording.replace(key, "***")
+                text = hidden.text()
+                # A key lives in a provider's text (a param); in our own words, give up the data.
+                error.reword(hidden if key not in text else text.replace(key, "***"))
         return error

@@ -31,6 +31,7 @@ from .events import (
     UpstreamProtocolError,
     Usage,
 )
+from .wording import Wording
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def parse_response(obj: Mapping[str, Any]) -> list[Event]:
     if "code" in obj and "output" not in obj:
         return [Failed(error_from_event(obj))]
     if not isinstance(obj.get("output"), Mapping):
-        return [Failed(UpstreamProtocolError("The model server's reply contained no answer."))]
+        empty = Wording("The model server's reply contained no answer.")
+        return [Failed(UpstreamProtocolError(empty))]
     reasoning, content, reason = _message_parts(obj)
     events = _deltas(reasoning, content)
     usage = payloads.usage(obj)

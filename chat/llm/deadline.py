@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from .events import UpstreamTimeout
+from .wording import Wording
 
 T = TypeVar("T")
 
@@ -87,6 +88,11 @@ def deadline_error(total_timeout: float | None, *, partial: bool) -> UpstreamTim
     total = f"{total_timeout or 0:g}"
     if partial:
         return UpstreamTimeout(
-            f"The model took longer than {total} s in all; the partial answer was kept."
+            Wording(
+                "The model took longer than %(seconds)s s in all; the partial answer was kept.",
+                seconds=total,
+            )
         )
-    return UpstreamTimeout(f"The model took longer than {total} s in all to answer.")
+    return UpstreamTimeout(
+        Wording("The model took longer than %(seconds)s s in all to answer.", seconds=total)
+    )

@@ -4,6 +4,7 @@ Pure functions, no I/O. They read OpenAI's ``{"error": {...}}``, DashScope nativ
 ``{"code", "message", "request_id"}`` (as JSON or as SSE ``data:`` lines, whatever the content
 type claims), Ollama's ``{"error": "..."}`` and FastAPI/llama.cpp's ``{"detail": ...}``.
 Provider text is shown to users, so a 401's text is never used: some servers echo the key.
+What we say ourselves is a ``Wording`` (template and params), the provider's words plain text.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .events import (
     UpstreamServerError,
     UpstreamStreamError,
 )
+from .wording import Wording
 
 # Error bodies are only shown as a snippet; don't let a misbehaving server make us buffer more.
 ERROR_BODY_LIMIT = 64 * 1024
@@ -171,15 +173,18 @@ def header_request_id(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def rate_limited_message(wait: float | None) -> str:
+def rate_limited_wording(wait: float | None) -> Wording:
     """What a 429 tells the user: when to retry, if the server said."""
     if wait is None:
-        return UpstreamRateLimited.default_message
-    return f"Rate limited by the model server; retry in {max(1, math.ceil(wait))} s."
+        return Wording(UpstreamRateLimited.default_message)
+    return Wording(
+        "Rate limited by the model server; retry in %(seconds)s s.", seconds=max(1, math.ceil(wait))
+    )
 
 
-def _with_detail(prefix: str, detail: str | None) -> str:
-    return f"{prefix}: {detail}" if detail else f"{prefix}."
+def rate_limited_message(wait: float | None) -> str:
+    """``rate_limited_wording`` in English."""
+    return rate_limited_wording(wait).text()
 
 
 def error_from_response(
@@ -187,7 +192,7 @@ def error_from_response(
 ) -> UpstreamError:
     """Map a non-2xx response of the endpoint ``url`` to the right ``UpstreamError`` (pure)."""
     provider = parse_error_body(body)
-    detail = provider.message
+    detail: str | Wording | None = provider.message
     common: dict[str, Any] = {
         "status": status,
         "code": provider.code,
@@ -197,47 +202,78 @@ def error_from_response(
     if status == 401:
         # No provider text: some servers echo (part of) the key back in it.
         return UpstreamAuthError(
-            f"The model server rejected the API key (HTTP {status}).", **common
+            Wording("The model server rejected the API key (HTTP %(status)s).", status=status),
+            **common,
         )
     if status == 403:
         return UpstreamAuthError(
-            _with_detail(f"Access denied by the model server (HTTP {status})", detail), **common
+            Wording(
+                "Access denied by the model server (HTTP %(status)s): %(detail)s",
+                status=status,
+                detail=detail,
+            )
+            if detail
+            else Wording("Access denied by the model server (HTTP %(status)s).", status=status),
+            **common,
         )
     if status == 429:
-        return UpstreamRateLimited(rate_limited_message(common["retry_after"]), **common)
+        return UpstreamRateLimited(rate_limited_wording(common["retry_after"]), **common)
     if status == 404 and not detail:
-        detail = f"nothing answers at {_endpoint_label(url)}; check the base URL"
-    if status == 400 and _wants_streaming(detail):
+        detail = Wording(
+            "nothing answers at %(endpoint)s; check the base URL", endpoint=_endpoint_label(url)
+        )
+    if status == 400 and provider.message and _wants_streaming(provider.message):
         return UpstreamBadRequest(
-            "This model only answers streaming requests: turn Stream on and ask again "
-            f"(the model server said: {detail}).",
+            Wording(
+                "This model only answers streaming requests: turn Stream on and ask again "
+                "(the model server said: %(detail)s).",
+                detail=provider.message,
+            ),
             **common,
         )
     if 400 <= status < 500:
         return UpstreamBadRequest(
-            _with_detail(f"The model server refused the request (HTTP {status})", detail),
+            Wording(
+                "The model server refused the request (HTTP %(status)s): %(detail)s",
+                status=status,
+                detail=detail,
+            )
+            if detail
+            else Wording("The model server refused the request (HTTP %(status)s).", status=status),
             **common,
         )
     if 500 <= status < 600:
         return UpstreamServerError(
-            _with_detail(f"The model server failed (HTTP {status})", detail), **common
+            Wording(
+                "The model server failed (HTTP %(status)s): %(detail)s",
+                status=status,
+                detail=detail,
+            )
+            if detail
+            else Wording("The model server failed (HTTP %(status)s).", status=status),
+            **common,
         )
     return UpstreamProtocolError(
-        f"The model server sent an unexpected response (HTTP {status}).", **common
+        Wording("The model server sent an unexpected response (HTTP %(status)s).", status=status),
+        **common,
     )
 
 
 def stream_error(payload: Mapping[str, Any]) -> UpstreamStreamError:
-    """An error object delivered after HTTP 200: "<provider message> (<code>)"."""
+    """An error object delivered after HTTP 200: "<provider message> (<code>)", the provider's
+    own words; ours only when it sent no message."""
     provider = provider_error_from_obj(payload) or ProviderError()
+    message: str | Wording
     if provider.message and provider.code:
         message = f"{provider.message} ({provider.code})"
     elif provider.message:
         message = provider.message
     elif provider.code:
-        message = f"{UpstreamStreamError.default_message[:-1]} ({provider.code})."
+        message = Wording(
+            "The model server reported an error while answering (%(code)s).", code=provider.code
+        )
     else:
-        message = UpstreamStreamError.default_message
+        message = Wording(UpstreamStreamError.default_message)
     return UpstreamStreamError(message, code=provider.code, request_id=provider.request_id)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
+from .wording import Wording
+
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
@@ -64,26 +66,45 @@ Event: TypeAlias = TextDelta | ReasoningDelta | Usage | Finished | Failed | Retr
 
 
 class UpstreamError(Exception):
-    """Base of every upstream failure; ``message`` is a user-facing English sentence."""
+    """Base of every upstream failure.
+
+    ``wording`` is what we say, as data (a template of ours and its params), so the Django side
+    can show it in the reader's language; None when the message is the provider's own text.
+    ``message`` is the English sentence either way (logs, exports, the saved row).
+    """
 
     kind: ClassVar[str] = "error"
     default_message: ClassVar[str] = "The model server failed."
 
     def __init__(
         self,
-        message: str | None = None,
+        message: str | Wording | None = None,
         *,
         status: int | None = None,
         retry_after: float | None = None,
         request_id: str | None = None,
         code: str | None = None,
     ) -> None:
-        self.message: str = message if message is not None else self.default_message
+        self.wording: Wording | None = None
+        self._text = ""
+        self.reword(Wording(self.default_message) if message is None else message)
         self.status = status
         self.retry_after = retry_after
         self.request_id = request_id
         self.code = code
-        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The English sentence: our wording's, else the provider's own text."""
+        return self.wording.text() if self.wording is not None else self._text
+
+    def reword(self, message: str | Wording) -> None:
+        """Say it differently (a wait learnt later, a key hidden); the rest stays."""
+        if isinstance(message, Wording):
+            self.wording, self._text = message, ""
+        else:
+            self.wording, self._text = None, message
+        self.args = (self.message,)
 
     def __str__(self) -> str:
         return self.message
@@ -98,7 +119,7 @@ class UpstreamError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only attributes would otherwise be lost by pickle/copy.
-        return (type(self), (self.message,), self.__dict__.copy())
+        return (type(self), (self.wording or self._text,), self.__dict__.copy())
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -22,6 +22,7 @@ from .events import (
     TextDelta,
     UpstreamProtocolError,
 )
+from .wording import Wording
 
 # The parser's state depends on these, so options must not override them.
 RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -65,7 +66,8 @@ def parse_completion(obj: Mapping[str, Any]) -> list[Event]:
         return [Failed(stream_error(obj))]
     choice = payloads.first_choice(obj)
     if choice is None:
-        return [Failed(UpstreamProtocolError("The model server's reply contained no answer."))]
+        empty = Wording("The model server's reply contained no answer.")
+        return [Failed(UpstreamProtocolError(empty))]
     events: list[Event] = []
     message = choice.get("message")
     if isinstance(message, Mapping):

@@ -22,7 +22,7 @@ from .errors import (
     header_request_id,
     parse_retry_after,
     provider_error_from_obj,
-    rate_limited_message,
+    rate_limited_wording,
     stream_error,
 )
 from .events import (
@@ -35,6 +35,7 @@ from .events import (
     UpstreamRateLimited,
 )
 from .transport import read_capped
+from .wording import Wording
 
 logger = logging.getLogger("chat.llm")
 
@@ -46,9 +47,10 @@ def with_retry_after(error: UpstreamError, headers: Mapping[str, str]) -> None:
         wait = parse_retry_after(headers)
         if wait is not None:
             error.retry_after = wait
-            if error.message == UpstreamRateLimited.default_message:
-                error.message = rate_limited_message(wait)
-                error.args = (error.message,)
+            if error.wording is not None and (
+                error.wording.template == UpstreamRateLimited.default_message
+            ):
+                error.reword(rate_limited_wording(wait))
 
 
 def with_request_id(dialect: Dialect, event: Event, header_id: str | None) -> Event:
@@ -81,8 +83,10 @@ async def stream_events(
         if provider is not None and (provider.message or provider.code):
             raise stream_error(obj)
         raise UpstreamProtocolError(
-            "The model server did not send an event stream "
-            f"(content type {content_type or 'missing'!r}).",
+            Wording(
+                "The model server did not send an event stream (content type %(type)s).",
+                type=repr(content_type or "missing"),
+            ),
             status=response.status_code,
             request_id=header_id,
         )
@@ -104,8 +108,10 @@ async def stream_events(
                     return
                 # llama.cpp's server ends a reply it abandons for another request this way.
                 raise UpstreamInterrupted(
-                    "The answer was cut off: the model server ended the stream "
-                    "before finishing it.",
+                    Wording(
+                        "The answer was cut off: the model server ended the stream "
+                        "before finishing it."
+                    ),
                     request_id=header_id,
                 )
             if not data.strip():
@@ -116,7 +122,7 @@ async def stream_events(
                 obj = None
             if not isinstance(obj, Mapping):
                 raise UpstreamProtocolError(
-                    "The model server sent malformed data in the stream.",
+                    Wording("The model server sent malformed data in the stream."),
                     request_id=header_id,
                 )
             for event in parser.feed(sse.event, obj):
@@ -141,13 +147,13 @@ async def whole_events(
         obj = json.loads(raw)
     except ValueError:
         raise UpstreamProtocolError(
-            "The model server sent a reply that is not valid JSON.",
+            Wording("The model server sent a reply that is not valid JSON."),
             status=response.status_code,
             request_id=header_id,
         ) from None
     if not isinstance(obj, Mapping):
         raise UpstreamProtocolError(
-            "The model server sent a reply that is not a JSON object.",
+            Wording("The model server sent a reply that is not a JSON object."),
             status=response.status_code,
             request_id=header_id,
         )

@@ -20,6 +20,7 @@ from .events import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .wording import Wording
 
 logger = logging.getLogger("chat.llm")
 
@@ -92,17 +93,24 @@ def map_transport_error(exc: Exception, *, got_response: bool, base_url: str) ->
         error: UpstreamError = UpstreamTimeout()
     elif isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol)):
         error = UpstreamUnavailable(
-            "The model server address is not a valid http(s) URL; check the base URL."
+            Wording("The model server address is not a valid http(s) URL; check the base URL.")
         )
     elif isinstance(exc, httpx.ConnectError):
-        error = UpstreamUnavailable(f"Could not reach the model server ({server}). Is it running?")
+        error = UpstreamUnavailable(
+            Wording("Could not reach the model server (%(server)s). Is it running?", server=server)
+        )
     elif isinstance(exc, httpx.DecodingError):
-        error = UpstreamProtocolError("The model server sent a body that could not be decoded.")
+        error = UpstreamProtocolError(
+            Wording("The model server sent a body that could not be decoded.")
+        )
     elif got_response:
         error = UpstreamInterrupted()
     else:
         error = UpstreamUnavailable(
-            f"The model server ({server}) closed the connection without answering."
+            Wording(
+                "The model server (%(server)s) closed the connection without answering.",
+                server=server,
+            )
         )
     # Log the class only: httpx messages can contain URLs.
     logger.debug("mapped %s to %s", type(exc).__name__, type(error).__name__)

@@ -1,4 +1,4 @@
-"""Languages: the one a websocket speaks, durations in words, and upstream errors translated.
+"""Languages: the one a websocket speaks, durations in words, and fixed names translated.
 
 Pages get their language from ``LocaleMiddleware`` (the ``django_language`` cookie, else the
 browser's Accept-Language). A websocket has no middleware of that kind, so its consumer asks
@@ -7,16 +7,13 @@ renders its frames under ``translation.override``. A conversation's live frames 
 final) are broadcast to every socket showing it, so they are rendered once, in the language
 of the socket that sent the message (carried in the ``Turn``).
 
-``chat/llm`` has no Django in it and words its errors in English; they are stored that way
-(``Message.error_message``). :func:`upstream_message` translates them when they are shown:
-the fixed ones by their text, the ones with figures in them (an HTTP status, a wait, a host)
-by the patterns below, which put the figures back into the translated sentence. A provider's
-own words (a 400's explanation, say) are shown as the provider wrote them.
+Errors are saved with their wording as data and shown by ``chat/rendering/errors.py``
+(:func:`~chat.rendering.errors.error_text`); here only names we give in English and show in the
+reader's language (the simulator's), looked up by their exact text.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,35 +73,10 @@ def seconds(value: float | None) -> str:
     return duration(value, 2 if value < 1 else 1 if value < 100 else 0)
 
 
-# --- Upstream errors (worded in English by chat/llm, which has no Django) --------------------
+# --- Fixed names (chat/providers.py names the simulator in English) ----------------------------
 
-# The fixed sentences of chat/llm (events.py's default messages, client.py, openai.py,
-# dashscope.py) and of the relay (services.py), marked here so makemessages finds them.
-FIXED_MESSAGES = frozenset(
+FIXED_NAMES = frozenset(
     {
-        gettext_noop("The model server failed."),
-        gettext_noop("Could not reach the model server. Is it running?"),
-        gettext_noop("Request timed out, please try again later."),
-        gettext_noop("The model server rejected the API key (HTTP 401)."),
-        gettext_noop("Rate limited by the model server; please wait a moment and retry."),
-        gettext_noop("The model server refused the request."),
-        gettext_noop("The model server reported an error while answering."),
-        gettext_noop(
-            "The answer was cut off: the model server closed the stream before finishing."
-        ),
-        gettext_noop("The model server sent a response that could not be understood."),
-        gettext_noop(
-            "The answer was cut off: the model server ended the stream before finishing it."
-        ),
-        gettext_noop("The model server sent malformed data in the stream."),
-        gettext_noop("The model server sent a reply that is not valid JSON."),
-        gettext_noop("The model server sent a reply that is not a JSON object."),
-        gettext_noop("The model server address is not a valid http(s) URL; check the base URL."),
-        gettext_noop("The model server sent a body that could not be decoded."),
-        gettext_noop("The model server's reply contained no answer."),
-        gettext_noop("The server restarted before this answer finished. Retry to ask again."),
-        gettext_noop("The server stopped before this answer finished. Retry to ask again."),
-        gettext_noop("The answer was deleted."),
         # What a comparison measured, when it is the simulator (chat/providers.py).
         gettext_noop("offline simulator"),
         # The default provider's name when it is the simulator (chat/providers.py).
@@ -112,67 +84,8 @@ FIXED_MESSAGES = frozenset(
     }
 )
 
-# Sentences with figures in them, as chat/llm writes them (English), marked for translation.
-# Each is matched by its own text with the placeholders as groups (what a group may hold is
-# below); a "detail" may itself be one of ours (a 404's hint) or the provider's words.
-_TEMPLATES = (
-    gettext_noop("Rate limited by the model server; retry in %(seconds)s s."),
-    gettext_noop("The model server rejected the API key (HTTP %(status)s)."),
-    gettext_noop("Access denied by the model server (HTTP %(status)s)."),
-    gettext_noop("Access denied by the model server (HTTP %(status)s): %(detail)s"),
-    gettext_noop(
-        "This model only answers streaming requests: turn Stream on and ask again "
-        "(the model server said: %(detail)s)."
-    ),
-    gettext_noop("The model server refused the request (HTTP %(status)s)."),
-    gettext_noop("The model server refused the request (HTTP %(status)s): %(detail)s"),
-    gettext_noop("nothing answers at %(endpoint)s; check the base URL"),
-    gettext_noop("The model server failed (HTTP %(status)s)."),
-    gettext_noop("The model server failed (HTTP %(status)s): %(detail)s"),
-    gettext_noop("The model server sent an unexpected response (HTTP %(status)s)."),
-    gettext_noop("The model server did not send an event stream (content type %(type)s)."),
-    gettext_noop("The model server reported an error while answering (%(code)s)."),
-    gettext_noop("Could not reach the model server (%(server)s). Is it running?"),
-    gettext_noop("The model server (%(server)s) closed the connection without answering."),
-    gettext_noop("The model took longer than %(seconds)s s in all; the partial answer was kept."),
-    gettext_noop("The model took longer than %(seconds)s s in all to answer."),
-    gettext_noop("Internal error (%(name)s); the partial answer was kept."),
-)
-_GROUPS = {
-    "seconds": r"[\d.e+]+",
-    "status": r"\d+",
-    "endpoint": r"\S+",
-    "name": r"\w+",
-    "detail": r"(?s:.*)",
-}  # any other placeholder: ".+"
 
-
-def _pattern(template: str) -> re.Pattern[str]:
-    parts = re.split(r"%\((\w+)\)s", template)  # text, name, text, name, ..., text
-    regex = "".join(
-        re.escape(part) if index % 2 == 0 else f"(?P<{part}>{_GROUPS.get(part, '.+')})"
-        for index, part in enumerate(parts)
-    )
-    return re.compile(regex)
-
-
-_PATTERNS = tuple((_pattern(template), template) for template in _TEMPLATES)
-
-
-def upstream_message(message: str) -> str:
-    """An error as stored (English, from chat/llm or the relay) in the active language.
-
-    Text that is not one of ours (a provider's own message) is returned unchanged.
-    """
-    if not message:
-        return message
-    if message in FIXED_MESSAGES:
-        return gettext(message)
-    for pattern, template in _PATTERNS:
-        match = pattern.fullmatch(message)
-        if match:
-            parts = match.groupdict()
-            if "detail" in parts:
-                parts["detail"] = upstream_message(parts["detail"])
-            return gettext(template) % parts
-    return message
+def upstream_message(name: str) -> str:
+    """A provider's name in the active language when it is one of ours ("Offline simulator"),
+    else as its owner wrote it. Errors are shown by ``errors.error_text`` instead."""
+    return gettext(name) if name in FIXED_NAMES else name

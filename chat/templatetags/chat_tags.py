@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Protocol
+
 from django import template
 
-from chat.rendering import i18n
+from chat.rendering import errors, i18n
 
 register = template.Library()
 
@@ -14,9 +17,26 @@ def duration(value: float | None, digits: int = 1) -> str:
 
 
 @register.filter
-def upstream_message(message: str) -> str:
-    """A stored error (worded in English by chat/llm or the relay) in the active language."""
-    return i18n.upstream_message(message)
+def upstream_message(name: str) -> str:
+    """A provider's name, in the active language when it is ours ("Offline simulator")."""
+    return i18n.upstream_message(name)
+
+
+class Erred(Protocol):
+    """What shows an error: a message view, a comparison side."""
+
+    @property
+    def error_wording(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def error_message(self) -> str: ...
+
+
+@register.filter
+def error_text(shown: Erred) -> str:
+    """Its error in the active language, from the saved wording (``{{ m|error_text }}``); the
+    saved English when there is none (a provider's own words, an older row)."""
+    return errors.error_text(shown.error_wording, shown.error_message)
 
 
 @register.filter
