@@ -51,6 +51,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/djhtml --check templates
 	DEBUG=$${DEBUG:-1} $(BIN)/mypy
 
 ## bench: relay latency, throughput, bytes per answer byte, memory, a stuck reader and Enter ->

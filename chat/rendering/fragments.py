@@ -1,25 +1,33 @@
 """HTML the browser receives over the websocket: htmx out-of-band fragments.
 
 Every frame is one or more elements carrying ``hx-swap-oob``; the htmx websocket extension
-swaps them into the page. Deltas are built with plain escaping (the hot path: one per frame);
-whole messages go through the same ``chat/_message.html`` template as the page itself, from
-plain data (``MessageView``), never from ORM objects, so rendering never touches the database.
+swaps them into the page. Deltas are built with plain escaping (the hot path: one per frame).
+Whatever else lands in the page comes from the page's own templates, so its markup is written
+once: whole messages from ``chat/_message.html``, and the parts sent alone from partials of it
+and of ``chat/page.html`` (``render_to_string("chat/page.html#title", ...)``), with ``frame``
+set for their ``hx-swap-oob``. Only the wrappers stay here: an element whose children a swap
+moves (``innerHTML``, ``beforeend``), or one that names what to delete, never lands itself.
+Rendering starts from plain data (``MessageView``), never from ORM objects, so it never
+touches the database.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
+from typing import Any
 
 from django.conf import settings
 from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
-from django.utils.translation import gettext, pgettext
+from django.utils.functional import lazy
+from django.utils.translation import gettext
 
 from chat.models import Message, answer_outcome
-from chat.rendering.i18n import duration, upstream_message
+from chat.rendering.errors import error_text
 from chat.rendering.markdown import render_markdown
 
 
@@ -35,7 +43,9 @@ class MessageView:
     model: str = ""
     streamed: bool = True
     error_kind: str = ""
-    error_message: str = ""
+    error_message: str = ""  # English; shown with ``error_text`` from ``error_wording``
+    # Compared but not hashed (a dict; ``error_message`` says the same): views stay cache keys.
+    error_wording: dict[str, Any] | None = field(default=None, hash=False)
     retry_after: float | None = None
     request_id: str = ""  # the upstream's id for this answer, shown with errors for support
     finish_reason: str = ""
@@ -79,6 +89,11 @@ class MessageView:
     @property
     def ttft_s(self) -> float | None:
         return None if self.ttft_ms is None else self.ttft_ms / 1000
+
+    @property
+    def thinking_live(self) -> bool:
+        """While streaming, once the model began to think: the summary's timer counts."""
+        return self.status == Message.Status.STREAMING and self.thinking_s is not None
 
     @property
     def thinking_seconds(self) -> float | None:
@@ -141,6 +156,7 @@ def message_view(
         streamed=message.streamed,
         error_kind=message.error_kind,
         error_message=message.error_message,
+        error_wording=message.error_wording,
         retry_after=message.retry_after,
         request_id=message.request_id,
         finish_reason=message.finish_reason,
@@ -176,11 +192,12 @@ def render_composer_actions(streaming_answer_id: int | None) -> str:
 
 def title_frame(conversation_id: int, title: str) -> str:
     """A conversation named by its first message: the header and the sidebar show it."""
-    safe = escape(title)
+    title_input = render_to_string(
+        "chat/page.html#title", {"conversation": {"display_title": title}, "frame": True}
+    )
     return (
-        f'<input id="title" name="title" value="{safe}" maxlength="200" required'
-        ' hx-swap-oob="true">'
-        f'<a id="conversation-{conversation_id}-link" hx-swap-oob="innerHTML">{safe}</a>'
+        title_input
+        + f'<a id="conversation-{conversation_id}-link" hx-swap-oob="innerHTML">{escape(title)}</a>'
     )
 
 
@@ -284,22 +301,25 @@ def thinking_status(
     answer_id: int, *, elapsed_s: float | None = None, thought_ms: float | None = None
 ) -> str:
     """The Thinking block's summary: a live "Thinking… 1.2 s", then "Thought for 3.4 s"
-    (in the active language; the live timer takes its words from ``data-label``/``data-unit``)."""
+    (in the active language; the live timer takes its words from ``data-label``/``data-unit``).
+
+    Sent twice an answer at most, so it may take the template's time (tens of microseconds).
+    """
     if thought_ms is not None:
-        thought = gettext("Thought for %(seconds)s s") % {
-            "seconds": floatformat(thought_ms / 1000, 1)
-        }
-        return (
-            f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
-            f' data-thought-ms="{thought_ms:.1f}">{escape(thought)}</span>'
-        )
-    label = gettext("Thinking…")
-    unit = pgettext("seconds, after a number", "s")
-    return (
-        f'<span id="answer-{answer_id}-thought" class="thinking__time" hx-swap-oob="true"'
-        f' data-timer data-label="{escape(label)}" data-unit="{escape(unit)}"'
-        f' data-elapsed="{elapsed_s or 0:.3f}">'
-        f"{escape(label)} {escape(duration(elapsed_s or 0, 1))}</span>"
+        view = _answer_part(answer_id, thinking_ms=thought_ms)
+    else:
+        view = _answer_part(answer_id, thinking_s=elapsed_s or 0.0)
+    return render_to_string("chat/_message.html#thinking_status", {"m": view, "frame": True})
+
+
+def _answer_part(answer_id: int, **fields: Any) -> MessageView:
+    """A streaming answer with only the fields a partial of ``chat/_message.html`` reads."""
+    return MessageView(
+        id=answer_id,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="",
+        **fields,
     )
 
 
@@ -318,10 +338,8 @@ def retry_note(attempt: int, retries: int, wait: float, reason: str) -> str:
 
 def retry_frame(answer_id: int, note: str) -> str:
     """Shows ``note`` beside the "waiting…" timer, which keeps counting."""
-    return (
-        f'<span id="answer-{answer_id}-retry" class="waiting__retry" role="status"'
-        f' hx-swap-oob="true">{escape(note)}</span>'
-    )
+    view = _answer_part(answer_id, retry_note=note)
+    return render_to_string("chat/_message.html#retry_note", {"m": view, "frame": True})
 
 
 def final_frame(answer: MessageView) -> Frame:
@@ -341,7 +359,9 @@ def announcement(answer: MessageView) -> str:
     """How an answer ended, in a few words, for screen readers: the log itself is not live
     (it would read every token), so the page's ``#announcer`` says it once, at the end."""
     if answer.status == Message.Status.ERROR:
-        return upstream_message(answer.error_message) or gettext("The answer failed.")
+        return error_text(answer.error_wording, answer.error_message) or gettext(
+            "The answer failed."
+        )
     if answer.status == Message.Status.STOPPED:
         return gettext("Answer stopped.")
     if answer.finish_reason == "length":
@@ -359,11 +379,18 @@ def snapshot_frame(answer: MessageView) -> Frame:
 
 
 def alert_frame(message: str) -> str:
-    return (
-        '<div id="alerts" hx-swap-oob="innerHTML">'
-        f'<p class="alert" role="alert">{escape(message)}</p></div>'
-    )
+    """The page's alerts, replaced by ``message`` (the chat and the comparison page alike)."""
+    alert = render_to_string("chat/page.html#alert", {"alert": message})
+    return f'<div id="alerts" hx-swap-oob="innerHTML">{alert}</div>'
 
 
-SENT_MARKER = '<span id="composer-sent" hx-swap-oob="true" data-sent hidden></span>'
-"""Added to a turn frame for the socket that sent it, so only that page clears its message box."""
+@functools.cache
+def _sent_marker() -> str:
+    return render_to_string("chat/page.html#composer_sent", {"frame": True})
+
+
+SENT_MARKER: str = lazy(_sent_marker, str)()
+"""Added to a turn frame for the socket that sent it, so only that page clears its message box.
+
+Drawn from the page's own ``#composer_sent`` once, when first used: templates cannot render
+while Django starts, which is when this module may be imported."""
