@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import httpx
 import websockets
 
-from tests.conftest import App
+from tests.support.app import App
 
 OPEN_CONCURRENCY = 50
 """Sockets opened at once: enough to be quick, few enough not to trip Daphne's backlog."""

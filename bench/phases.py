@@ -33,7 +33,7 @@ from bench.client import (
 from bench.procs import CpuWindow, clear_sim_log, kernel_unsent, reset_peak_rss, rss_kb
 from bench.profile import Profile, Sampler
 from simulator.script import SimOptions, plan_answer
-from tests.conftest import Simulator
+from tests.support.simulator import Simulator
 
 MODEL = "qwen-plus"  # settings.LLM_MODELS[0], what a new conversation uses
 RSS_EVERY_S = 0.1

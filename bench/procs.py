@@ -4,7 +4,7 @@ The baseline relay (``bench.baseline``) is started beside the app, the same way,
 measured in one run on one machine: only their ratio is comparable from day to day.
 
 The app and the simulator are started with the same helpers as the live tests
-(``tests/conftest.py``) so the benchmark measures exactly what the tests exercise. CPU pinning
+(``tests/support``) so the benchmark measures exactly what the tests exercise. CPU pinning
 works by inheritance: this process pins itself to a core just before each child is forked, so
 every thread the child ever starts (Daphne's reactor, asgiref's DB thread) stays on that core.
 """
@@ -27,16 +27,9 @@ from types import FrameType
 
 import httpx
 
-from tests.conftest import (
-    ROOT,
-    App,
-    Simulator,
-    free_port,
-    start_app,
-    start_simulator,
-    stop_process,
-    wait_for_port,
-)
+from tests.support.app import App, start_app
+from tests.support.processes import ROOT, free_port, stop_process, wait_for_port
+from tests.support.simulator import Simulator, start_simulator
 
 APP_CPU = 0
 LOAD_CPU = 1
@@ -199,7 +192,7 @@ def app_env(sim_url: str, static_root: Path, **extra: str) -> dict[str, str]:
     """Production settings for a worker of the app, pointed at the simulator."""
     return {
         "LLM_API_BASE": sim_url,
-        "STREAM_SAVE_INTERVAL_MS": "1000",  # the app's default; conftest lowers it
+        "STREAM_SAVE_INTERVAL_MS": "1000",  # the app's default; start_app lowers it
         # Production settings: DEBUG off (no query log), hashed static files collected.
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),  # the app refuses a short one in production
@@ -259,7 +252,7 @@ class Servers:
     """The simulator, one Daphne worker of the app and the baseline relay, pinned and ready."""
 
     simulator: Simulator
-    sim_process: subprocess.Popen[bytes]
+    sim_process: subprocess.Popen[str]
     app: App
     app_process: subprocess.Popen[bytes]
     baseline: Baseline

@@ -60,7 +60,9 @@ from bench.report import (
     table,
     within,
 )
-from tests.conftest import App, start_app, start_simulator, stop_process
+from tests.support.app import App, start_app
+from tests.support.processes import stop_process
+from tests.support.simulator import start_simulator
 
 PLATEAU_GAIN = 1.05
 FOREIGN_WARN_WITH_SERVICES = 0.5  # "others" includes PostgreSQL and Redis here

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-from tests.conftest import ROOT, Simulator, free_port, start_app, stop_process, wait_for_port
+from tests.support.app import start_app
+from tests.support.processes import ROOT, free_port, stop_process, wait_for_port
+from tests.support.simulator import Simulator
 
 OUT = ROOT / "docs"
 LANGUAGES = {

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import (
-    Simulator,
-    Visitor,
-    answer_row,
-    collect_answer,
-    send,
-    start_app,
-    stop_process,
-)
+import pytest
+
+from tests.support.app import start_app
+from tests.support.processes import stop_process
+from tests.support.simulator import Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor, answer_row
+
+pytestmark = pytest.mark.live
 
 
 async def test_each_answer_is_logged_with_both_request_ids(

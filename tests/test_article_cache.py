@@ -6,8 +6,8 @@ import dataclasses
 
 from django.utils import translation
 
-from chat.article_cache import ArticleCache
-from chat.fragments import MessageView, render_message
+from chat.rendering.articles import ArticleCache
+from chat.rendering.fragments import MessageView, render_message
 
 ANSWER = MessageView(
     id=7,

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from .answer_text import SAMPLE, normalized
-from .browser_support import browser, open_new_chat, page, problems
-from .conftest import ROOT, App, Simulator, start_app, stop_process
+from tests.support.answer_text import SAMPLE, normalized
+from tests.support.app import App, start_app
+from tests.support.browser import open_new_chat
+from tests.support.processes import ROOT, stop_process
+from tests.support.simulator import Simulator
+from tests.support.waiting import until_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
 
 
 def test_type_watch_it_grow_reload_and_find_it_in_history(
@@ -118,10 +120,12 @@ def test_stream_off_shows_a_live_timer_then_the_whole_answer(
     timer = answer.locator("[data-timer]")
     timer.wait_for()
     first = timer.inner_text()
-    time.sleep(0.5)
-    second = timer.inner_text()
-    assert first.startswith("waiting… ") and second.startswith("waiting… ")
-    assert float(second.split()[1]) > float(first.split()[1])  # it counts while we wait
+    assert first.startswith("waiting… ")
+    second = until_sync(  # it counts while we wait (it ticks every 0.1 s)
+        lambda: (text := timer.inner_text()) != first and text, "the timer counting", within=1
+    )
+    assert second.startswith("waiting… ")
+    assert float(second.split()[1]) > float(first.split()[1])
     assert answer.locator(".message__tail").inner_text() == ""  # no text before the end
     p.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=30000)
     assert simulator.request_for("[t-browser-off]")["stream"] is False
@@ -150,8 +154,14 @@ def test_compare_streaming_on_and_off_as_a_stakeholder_sees_it(
     assert off.get_attribute("data-status") == "streaming"
     assert "waiting…" in off.inner_text()
     first = off.locator("[data-pane-timer]").inner_text()
-    time.sleep(0.4)
-    assert float(off.locator("[data-pane-timer]").inner_text().split()[0]) > float(first.split()[0])
+    until_sync(  # its clock runs
+        lambda: (
+            float(off.locator("[data-pane-timer]").inner_text().split()[0])
+            > float(first.split()[0])
+        ),
+        "the waiting pane's clock counting",
+        within=1,
+    )
 
     verdict = p.locator("[data-verdict]")
     verdict.wait_for(timeout=30000)

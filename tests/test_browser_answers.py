@@ -9,11 +9,11 @@ import re
 import pytest
 from playwright.sync_api import Locator, Page
 
-from tests.browser_support import browser, open_new_chat, page, problems
-from tests.conftest import App, Simulator
+from tests.support.app import App
+from tests.support.browser import open_new_chat
+from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
 
 CODE = (
     "def greet(name):\n"

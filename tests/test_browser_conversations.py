@@ -8,10 +8,9 @@ import re
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from .browser_support import browser, open_new_chat, page, problems
-from .conftest import App, Simulator
-
-__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
+from tests.support.app import App
+from tests.support.browser import open_new_chat
+from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser_support import browser
-from tests.conftest import App
+from tests.support.app import App
+from tests.support.browser import watch_problems
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser"]  # the fixture, from tests/browser_support.py
 
 WORDS = {
     "en-US": {"lang": "en", "figures": "First token", "send": "Send", "versions": "2 / 2"},
@@ -33,8 +32,7 @@ def setup(
     context = browser.new_context(viewport={"width": width, "height": 780}, locale=locale)
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    watch_problems(page, problems)
     try:
         yield page, locale, problems
     finally:

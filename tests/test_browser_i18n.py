@@ -1,32 +1,32 @@
 """The chat in Chinese in a real browser (a zh-CN browser), then switched to English.
 
-Skipped where Debian's chromium is missing, like tests/test_browser.py (whose fixtures these are).
+Skipped where Debian's chromium is missing, like tests/test_browser.py (the same fixtures).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from .browser_support import browser, problems  # noqa: F401 (fixtures)
-from .conftest import App, Simulator
-from .test_i18n import compiled  # noqa: F401 (the .mo catalogue, built if missing)
+from tests.support.app import App
+from tests.support.browser import watch_problems
+from tests.support.simulator import Simulator
+from tests.support.waiting import until_sync
 
-pytestmark = [pytest.mark.browser, pytest.mark.live]
+# The .mo catalogue, built if missing.
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.usefixtures("compiled")]
 DONE = 'article[data-role="assistant"][data-status="complete"]'
 
 
 @pytest.fixture
-def chinese_page(browser: Browser, problems: list[str]) -> Iterator[Page]:  # noqa: F811
+def chinese_page(browser: Browser, problems: list[str]) -> Iterator[Page]:
     """A browser whose language is Chinese (it sends Accept-Language: zh-CN)."""
     context = browser.new_context(locale="zh-CN", viewport={"width": 1200, "height": 800})
     page = context.new_page()
-    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    watch_problems(page, problems)
     try:
         yield page
     finally:
@@ -37,7 +37,7 @@ def test_the_chat_in_chinese_then_switched_to_english(
     chinese_page: Page,
     app: App,
     simulator: Simulator,
-    problems: list[str],  # noqa: F811
+    problems: list[str],
 ) -> None:
     p = chinese_page
     p.goto(app.url + "/")
@@ -71,8 +71,9 @@ def test_the_chat_in_chinese_then_switched_to_english(
     waiting = p.locator('article[data-role="assistant"]').last.locator("[data-timer]")
     waiting.wait_for()
     first = waiting.inner_text()
-    time.sleep(0.4)
-    second = waiting.inner_text()
+    second = until_sync(  # it counts while we wait (it ticks every 0.1 s)
+        lambda: (text := waiting.inner_text()) != first and text, "the timer counting", within=1
+    )
     assert re.fullmatch(r"等待中… [\d.]+ 秒", first) and re.fullmatch(r"等待中… [\d.]+ 秒", second)
     assert float(second.split()[1]) > float(first.split()[1])
     p.wait_for_selector(f"{DONE} >> nth=1", timeout=30000)

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
-from .browser_support import browser, open_new_chat, page, problems
-from .conftest import App
+from tests.support.app import App
+from tests.support.browser import open_new_chat, watch_problems
+from tests.support.waiting import throughout_sync, until_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "page", "problems"]  # fixtures, from tests/browser_support.py
 
 PHONE = {"width": 375, "height": 740}
 
@@ -163,8 +163,7 @@ def test_escape_stops_the_answer_unless_the_focus_keeps_esc_for_itself(
                    }); }"""
     )
     p.locator("#took-esc").press("Escape")
-    time.sleep(0.3)
-    assert p.locator(STREAMING).count() == 1
+    throughout_sync(lambda: p.locator(STREAMING).count() == 1, "Esc stopped it", during=0.3)
     # So does any control marked as keeping Esc for itself.
     p.evaluate(
         """() => { const box = document.createElement("input");
@@ -173,8 +172,7 @@ def test_escape_stops_the_answer_unless_the_focus_keeps_esc_for_itself(
     )
     p.locator("#own-esc").focus()
     p.keyboard.press("Escape")
-    time.sleep(0.5)
-    assert p.locator(STREAMING).count() == 1
+    throughout_sync(lambda: p.locator(STREAMING).count() == 1, "Esc stopped it", during=0.5)
     # From anywhere else on the page (here: nothing focused), Esc is Stop.
     p.evaluate(
         "() => { for (const id of ['own-esc', 'took-esc']) document.getElementById(id).remove(); }"
@@ -280,14 +278,14 @@ def test_the_view_follows_the_stream_until_the_reader_scrolls_up(
     p.mouse.move(500, 200)
     p.mouse.wheel(0, -300)
     jump.wait_for(state="visible")
-    time.sleep(0.5)
-    assert p.evaluate(away) > 200
+    throughout_sync(lambda: p.evaluate(away) > 200, "new text pulled the view back", during=0.5)
     assert p.locator(STREAMING).count() == 1
     jump.click()
     assert p.evaluate(away) < 80
     assert jump.is_hidden()
-    time.sleep(0.5)  # and it follows again
-    assert p.evaluate(away) < 80
+    throughout_sync(  # and it follows again
+        lambda: p.evaluate(away) < 80, "the view stopped following", during=0.5
+    )
     # From the keyboard too, and the focus lands in the message box, not on nothing.
     p.mouse.wheel(0, -300)
     jump.wait_for(state="visible")
@@ -341,8 +339,13 @@ def test_each_finished_answer_is_announced_once_and_never_token_by_token(
     wait_done(p, 4)
     error = p.locator('article[data-role="assistant"]').last.locator(".message__error")
     assert error.inner_text().strip()
-    time.sleep(0.3)
-    announced = p.evaluate("() => window.__announced")
+
+    def announced_so_far() -> list[str]:
+        return list(p.evaluate("() => window.__announced"))
+
+    until_sync(lambda: len(announced_so_far()) >= 4, "the error announced", within=5)
+    throughout_sync(lambda: len(announced_so_far()) == 4, "announced again", during=0.3)
+    announced = announced_so_far()
     assert announced == [
         "Answer complete.",
         "Answer complete.",
@@ -359,8 +362,7 @@ def phone(browser: Browser, problems: list[str]) -> Iterator[Page]:
     """A page 375 px wide, as on a phone."""
     context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
     p = context.new_page()
-    p.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    p.on("pageerror", lambda error: problems.append(str(error)))
+    watch_problems(p, problems)
     try:
         yield p
     finally:

@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, WebSocket
 
-from tests.browser_support import browser
-from tests.conftest import ROOT, App, Simulator, start_app, stop_process
-from tests.test_live_providers import KEY, keyed_simulator
+from tests.support.app import App, start_app
+from tests.support.processes import ROOT, stop_process
+from tests.support.simulator import KEY, Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "keyed_simulator"]  # fixtures shared with those modules
 
 PASSWORD = "a-long-enough-passphrase-7"
 
@@ -38,7 +37,9 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 @pytest.fixture(scope="module")
-def team(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+def keyed_team(
+    keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[App]:
     tmp: Path = tmp_path_factory.mktemp("secure")
     env = {
         "LLM_API_BASE": keyed_simulator.base_url,
@@ -100,13 +101,13 @@ def visit(page: Page, url: str, recorder: Recorder) -> None:
 
 
 def test_every_page_is_csp_clean_and_nothing_holds_the_key(
-    browser: Browser, team: App, keyed_simulator: Simulator
+    browser: Browser, keyed_team: App, keyed_simulator: Simulator
 ) -> None:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     context.add_init_script(WATCH_CSP)
     page = context.new_page()
     seen = Recorder(page)
-    base = team.url
+    base = keyed_team.url
     try:
         visit(page, base + "/accounts/signup/", seen)
         visit(page, base + "/", seen)  # the sign-in page
@@ -147,9 +148,9 @@ def test_every_page_is_csp_clean_and_nothing_holds_the_key(
     received = "\n".join(seen.bodies)
     assert "Compare keyed" in received and "/static/" in received  # the scan saw real content
     assert len(re.findall(r"htmx", received)) > 0  # static files included
-    for text in (received, team.log()):
+    for text in (received, keyed_team.log()):
         assert KEY not in text and KEY[:12] not in text
-    assert " DEBUG " in team.log()  # the scan covered debug logging
+    assert " DEBUG " in keyed_team.log()  # the scan covered debug logging
 
 
 HOSTILE = (

@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from tests.answer_text import SAMPLE, normalized
-from tests.browser_support import browser
-from tests.conftest import App, Simulator
-from tests.proxy import RoundRobinProxy
-from tests.test_live_team import database, redis_url, workers
+from tests.support.answer_text import SAMPLE, normalized
+from tests.support.app import App
+from tests.support.browser import watch_problems
+from tests.support.proxy import RoundRobinProxy
+from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
-__all__ = ["browser", "database", "redis_url", "workers"]  # fixtures shared with those modules
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,7 @@ def test_a_dropped_socket_reconnects_to_the_other_worker_and_misses_nothing(
     problems: list[str] = []
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
-    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    watch_problems(page, problems)
     try:
         page.goto(balancer.url + "/")
         page.get_by_role("button", name="Start a new chat").click()

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from chat.charts import ChartData, TrialWaits, median, nice_ticks, render_waits_chart
+from chat.compare.charts import ChartData, TrialWaits, median, nice_ticks, render_waits_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -17,15 +17,17 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
-from chat import fragments
-from chat.conversations import PURGE_AFTER, search, show_version
+from chat.conversations.work import PURGE_AFTER, search, show_version
 from chat.exceptions import ClientError
 from chat.generation.records import save_final, saved_log
-from chat.generation.turns import create_edit, create_retry, create_turn, get_conversation
+from chat.generation.turns import create_edit, create_retry, create_turn
 from chat.models import Conversation, Message
 from chat.owners import Owner
-
-from .conftest import Frame, Simulator, Visitor, collect_answer, send
+from chat.rendering import fragments
+from tests.support.frames import Frame
+from tests.support.simulator import Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor
 
 OWNER = Owner(user_id=None, session_key="s" * 32)
 HTMX = {"HX-Request": "true"}
@@ -510,7 +512,7 @@ def test_a_deleted_conversation_is_gone_everywhere_until_undone(client: Client) 
     assert client.get("/search/", {"q": "secret"}, headers=HTMX).content.count(b"data-conv") == 0
     for path in ("/", "/export.json", "/export.md"):
         assert client.get(f"/c/{conversation.pk}{path}").status_code == 404
-    assert get_conversation(owner, conversation.pk) is None
+    assert owner.conversation(conversation.pk) is None
     with pytest.raises(ClientError, match="no longer exists"):
         create_turn(owner, conversation.pk, "Hello?", set())
     # Undo: all of it is back.

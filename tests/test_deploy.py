@@ -13,9 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ROOT, App, start_app, stop_process
+from tests.support.app import App, start_app
+from tests.support.processes import ROOT, stop_process
 
 SECRET = secrets.token_urlsafe(50)
+live = pytest.mark.live  # the tests on a production worker under Daphne
 
 
 def production_env(**extra: str) -> dict[str, str]:
@@ -89,12 +91,14 @@ def get(app: App, path: str, *, https: bool = True) -> httpx.Response:
     return httpx.get(f"{app.url}{path}", headers=headers, follow_redirects=False, timeout=10)
 
 
+@live
 def test_plain_http_is_redirected_to_https(production: App) -> None:
     response = get(production, "/accounts/login/", https=False)
     assert response.status_code == 301
     assert response.headers["location"] == "https://chat.example.com/accounts/login/"
 
 
+@live
 def test_pages_need_a_login_and_carry_the_security_headers(production: App) -> None:
     home = get(production, "/")
     assert home.status_code == 302 and home.headers["location"].startswith("/accounts/login/")
@@ -106,6 +110,7 @@ def test_pages_need_a_login_and_carry_the_security_headers(production: App) -> N
     assert "csrftoken=" in cookie and "Secure" in cookie
 
 
+@live
 def test_static_files_are_hashed_and_cached_forever(production: App) -> None:
     page = get(production, "/accounts/login/").text
     match = re.search(r'href="(/static/chat/app\.[0-9a-f]{12}\.css)"', page)
@@ -115,6 +120,7 @@ def test_static_files_are_hashed_and_cached_forever(production: App) -> None:
     assert "max-age=315360000" in css.headers["cache-control"]
 
 
+@live
 def test_a_forged_host_header_is_refused(production: App) -> None:
     response = httpx.get(
         f"{production.url}/accounts/login/",
@@ -125,6 +131,7 @@ def test_a_forged_host_header_is_refused(production: App) -> None:
     assert "evil.example" not in response.text  # no reflection of what the client claimed
 
 
+@live
 def test_session_cookie_is_http_only_lax_and_rotated_on_login(production: App) -> None:
     """A session id fixed before login (a planted cookie) is not the one after it."""
     name = "fixation-" + secrets.token_hex(3)

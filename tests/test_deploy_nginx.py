@@ -17,8 +17,6 @@ import json
 import os
 import re
 import secrets
-import shutil
-import ssl
 import subprocess
 import sys
 import time
@@ -31,52 +29,24 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import (
-    ROOT,
-    App,
-    Frame,
-    Simulator,
-    free_port,
-    start_app,
-    stop_process,
-    wait_for_port,
+from tests.support.app import App, start_app
+from tests.support.frames import Frame
+from tests.support.nginx import (
+    NGINX,
+    SITE,
+    nginx_missing,
+    self_signed_certificate,
+    site_for_loopback,
+    start_nginx,
+    tls_context,
 )
-from tests.test_live_team import database
+from tests.support.processes import ROOT, free_port, stop_process
+from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.live, pytest.mark.load]
-__all__ = ["database"]  # the fixture, shared with test_live_team
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-SITE = ROOT / "deploy" / "nginx" / "streamside.conf"
 PASSWORD = "a-long-enough-passphrase-7"
 REDIS_URL = "redis://127.0.0.1:6379/9"
-
-
-def nginx_missing() -> None:
-    if os.environ.get("STREAMSIDE_REQUIRE_NGINX") == "1":
-        pytest.fail("nginx is required here (STREAMSIDE_REQUIRE_NGINX=1) but not installed")
-    pytest.skip("the deployment test needs Debian's nginx (apt-get install nginx)")
-
-
-def site_for_loopback(
-    shipped: str, *, http_port: int, https_port: int, workers: list[int], scratch: Path
-) -> str:
-    """The shipped site, changed only where a loopback test must: ports, the certificate,
-    the static folder, the host name. Each change must find its placeholder."""
-    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in workers)
-    changes = [
-        (r"(?m)^    server 127\.0\.0\.1:800\d;\n(    server 127\.0\.0\.1:800\d;\n)*", servers),
-        (r"(?m)^    listen \[::\]:\d+.*\n", ""),
-        (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
-        (r"listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
-        (r"chat\.example\.com", "127.0.0.1"),
-        (r"/etc/ssl/streamside/", f"{scratch}/tls/"),
-        (r"/srv/streamside/staticfiles/", f"{scratch}/static/"),
-    ]
-    for pattern, replacement in changes:
-        shipped, count = re.subn(pattern, replacement, shipped)
-        assert count, f"the shipped nginx config lost its placeholder {pattern!r}"
-    return shipped
 
 
 @dataclass
@@ -100,13 +70,6 @@ class Deployment:
         return stopped
 
 
-def tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
-    return context
-
-
 @pytest.fixture(scope="module")
 def deployment(
     simulator: Simulator, database: str, tmp_path_factory: pytest.TempPathFactory
@@ -114,14 +77,7 @@ def deployment(
     if NGINX is None:
         nginx_missing()
     scratch = tmp_path_factory.mktemp("nginx")
-    (scratch / "tls").mkdir()
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(scratch / "tls" / "privkey.pem"),
-         "-out", str(scratch / "tls" / "fullchain.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed_certificate(scratch)
     https_port, http_port = free_port(), free_port()
     env = {
         "DEBUG": "0",
@@ -145,43 +101,28 @@ def deployment(
         cwd=ROOT, env=full_env, check=True,
     )  # fmt: skip
     folders = [tmp_path_factory.mktemp(f"deployed-{side}") for side in ("a", "b")]
-    started = [start_app(folder, env) for folder in folders]
-    workers, processes = [a for a, _ in started], [p for _, p in started]
-    site = site_for_loopback(
-        SITE.read_text(),
-        http_port=http_port,
-        https_port=https_port,
-        workers=[w.port for w in workers],
-        scratch=scratch,
-    )
-    (scratch / "site.conf").write_text(site)
-    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (scratch / "tmp" / temp).mkdir(parents=True)
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (scratch / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\npid {scratch}/nginx.pid;\n"
-        f"error_log {scratch}/error.log info;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n  include /etc/nginx/mime.types;\n"
-        f"  access_log {scratch}/access.log;\n"
-        + "".join(
-            f"  {t}_temp_path {scratch}/tmp/{t};\n" for t in ("proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        + f"  client_body_temp_path {scratch}/tmp/body;\n"
-        f"  include {scratch}/site.conf;\n}}\n"
-    )
-    nginx = subprocess.Popen(
-        [str(NGINX), "-p", str(scratch), "-c", str(scratch / "nginx.conf"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    workers: list[App] = []
+    processes: list[subprocess.Popen[bytes]] = []  # the Deployment's own: restarts land here
+    nginx: subprocess.Popen[bytes] | None = None
     try:
-        wait_for_port(https_port, nginx)
+        for folder in folders:
+            worker, process = start_app(folder, env)
+            workers.append(worker)
+            processes.append(process)
+        site = site_for_loopback(
+            SITE.read_text(),
+            http_port=http_port,
+            https_port=https_port,
+            workers=[w.port for w in workers],
+            scratch=scratch,
+        )
+        nginx = start_nginx(scratch, site, https_port)
         yield Deployment(
             f"https://127.0.0.1:{https_port}", http_port, workers, processes, folders, env
         )
     finally:
-        stop_process(nginx)
+        if nginx is not None:
+            stop_process(nginx)
         for process in processes:
             stop_process(process)
 

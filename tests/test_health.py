@@ -10,7 +10,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from pytest_django.fixtures import Settings
 
-from tests.conftest import Simulator, free_port, start_app, stop_process
+from tests.support.app import start_app
+from tests.support.processes import free_port, stop_process
+from tests.support.simulator import Simulator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,6 +33,7 @@ def test_staff_see_each_check(client: Client) -> None:
     assert body["answers_in_flight"] == 0
 
 
+@pytest.mark.live
 def test_an_unreachable_redis_is_503_without_details(tmp_path: Path, simulator: Simulator) -> None:
     """A real worker whose Redis is gone (a closed port): unavailable, and no address shown."""
     app, process = start_app(

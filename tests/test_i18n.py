@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import json
 import re
 import shutil
 import subprocess
@@ -24,18 +23,19 @@ import websockets
 from django.test import Client
 from django.utils import translation
 
-from chat import i18n
-from chat.fragments import MessageView, render_message, thinking_status
-from chat.llm import errors as llm_errors
-from chat.llm import events as llm_events
 from chat.models import Conversation
+from chat.rendering import i18n
+from chat.rendering.fragments import MessageView, render_message, thinking_status
+from tests.support.app import App
+from tests.support.i18n import CATALOGUE, needs_gettext
+from tests.support.processes import ROOT
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor
 
-from .conftest import ROOT, App, Visitor, collect_answer, send
-
-CATALOGUE = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
-COMPILED = CATALOGUE.with_suffix(".mo")
 SOURCES = ("templates", "chat", "chatsite", "locale", "manage.py")
 ZH = "zh-hans"
+# The .mo catalogue, built if missing, before any test of the module.
+pytestmark = pytest.mark.usefixtures("compiled")
 
 
 # --- A tiny .po reader (Django ships none) ----------------------------------------------------
@@ -100,21 +100,6 @@ def untranslated(entries: list[Entry]) -> list[str]:
         for e in entries
         if not e.obsolete and ("fuzzy" in e.flags or not e.msgstr or not all(e.msgstr))
     ]
-
-
-def needs_gettext() -> None:
-    if shutil.which("msgfmt") is None or shutil.which("xgettext") is None:
-        pytest.skip("needs GNU gettext (apt-get install gettext)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compiled() -> None:
-    """The .mo catalogue, built from the .po if ``make install`` has not (a bare pytest run)."""
-    if COMPILED.exists() and COMPILED.stat().st_mtime >= CATALOGUE.stat().st_mtime:
-        return
-    needs_gettext()
-    subprocess.run(["msgfmt", "--check", "-o", str(COMPILED), str(CATALOGUE)], check=True)
-    translation.trans_real._translations.clear()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
@@ -191,56 +176,16 @@ def test_no_translated_string_hides_inside_an_f_string() -> None:
     assert hidden == []
 
 
-def _upstream_messages() -> list[str]:
-    """What chat/llm and the relay write into ``error_message``, from their own code."""
-    classes = [llm_events.UpstreamError, *_subclasses(llm_events.UpstreamError)]
-    messages = [cls.default_message for cls in classes]
-    body = json.dumps({"error": {"message": "quota exceeded"}}).encode()
-    for status in (400, 401, 403, 404, 429, 500, 503, 302):
-        for payload in (b"", body):
-            url = "http://127.0.0.1:9/v1/chat/completions"
-            messages.append(llm_errors.error_from_response(status, {}, payload, url).message)
-    stream_only = b'{"message": "This model only support stream mode"}'
-    messages.append(llm_errors.error_from_response(400, {}, stream_only, "").message)
-    messages.append(llm_errors.rate_limited_message(7.2))
-    messages.append(llm_errors.stream_error({"code": "InternalError"}).message)
-    messages += [
-        "The model took longer than 600 s in all; the partial answer was kept.",
-        "The model took longer than 0.5 s in all to answer.",
-        "Could not reach the model server (127.0.0.1:9). Is it running?",
-        "The model server (127.0.0.1:9) closed the connection without answering.",
-        "The model server did not send an event stream (content type 'text/html').",
-        "Internal error (KeyError); the partial answer was kept.",
-    ]
-    from chat.generation.records import INTERRUPTED_MESSAGE
-    from chat.generation.state import ServerStopped
-
-    messages += [INTERRUPTED_MESSAGE, ServerStopped.default_message]
-    return messages
-
-
-def _subclasses(cls: type) -> list[type]:
-    return [sub for direct in cls.__subclasses__() for sub in [direct, *_subclasses(direct)]]
-
-
-def test_upstream_errors_are_translated_when_shown() -> None:
-    """chat/llm words errors in English (it has no Django); they are translated for display,
-    figures kept; a provider's own words are shown as it wrote them."""
-    messages = _upstream_messages()
+def test_our_fixed_names_are_translated_and_a_providers_are_not() -> None:
+    """The simulator's name is ours (English in the code), shown in the reader's language; a
+    provider's name is its owner's. Errors are saved with their wording and shown by
+    ``chat.rendering.errors`` (tests/test_error_wording.py), never by matching their text."""
     with translation.override(ZH):
-        for message in messages:
-            shown = i18n.upstream_message(message)
-            assert shown != message and re.search(r"[\u4e00-\u9fff]", shown), message
-            assert set(re.findall(r"\d+", message)) <= set(re.findall(r"\d+", shown)), shown
-        assert "quota exceeded" in i18n.upstream_message(
-            "The model server refused the request (HTTP 400): quota exceeded"
-        )
-        assert i18n.upstream_message("Model gpt-9 does not exist") == "Model gpt-9 does not exist"
-        assert i18n.upstream_message(llm_errors.rate_limited_message(7.2)) == (
-            "模型服务器限流了，请在 8 秒后重试。"
-        )
+        assert i18n.upstream_message("Offline simulator") == "离线模拟器"
+        assert i18n.upstream_message("My vLLM") == "My vLLM"
+        assert i18n.upstream_message("The model server failed.") == "The model server failed."
     with translation.override("en"):
-        assert [i18n.upstream_message(m) for m in messages] == messages
+        assert i18n.upstream_message("Offline simulator") == "Offline simulator"
 
 
 def test_figures_and_timers_are_in_the_readers_language() -> None:
@@ -363,7 +308,7 @@ def test_flash_messages_settings_errors_and_the_verdict_are_translated(client: C
     ).content.decode()
     assert "温度必须在 0 到 2 之间。" in errors and "随机种子必须是整数，而不是“x”。" in errors
 
-    from chat.comparisons import Side, verdict
+    from chat.compare.runs import Side, verdict
 
     def side(first: float, done: float) -> Side:
         return Side("stream", 1, "complete", first, done, True, first, done, 40.0, 1, 2, 3, "")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from channels.exceptions import ChannelFull
 
-from chat.layers import LocalChannelLayer
+from chat.ops.layers import LocalChannelLayer
 
 
 async def test_group_send_reaches_every_member_in_order() -> None:

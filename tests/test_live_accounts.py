@@ -13,16 +13,13 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from tests.conftest import (
-    ROOT,
-    App,
-    Simulator,
-    Visitor,
-    collect_answer,
-    send,
-    start_app,
-    stop_process,
-)
+from tests.support.app import App, start_app
+from tests.support.processes import ROOT, stop_process
+from tests.support.simulator import Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor
+
+pytestmark = pytest.mark.live
 
 PASSWORD = "a-long-enough-passphrase-7"
 

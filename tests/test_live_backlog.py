@@ -18,16 +18,12 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import (
-    App,
-    Frame,
-    Simulator,
-    Visitor,
-    collect_answer,
-    send,
-    start_app,
-    stop_process,
-)
+from tests.support.app import App, start_app
+from tests.support.frames import Frame
+from tests.support.processes import stop_process
+from tests.support.simulator import Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor
 
 pytestmark = pytest.mark.live
 

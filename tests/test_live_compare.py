@@ -11,24 +11,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import App, Frame, Simulator, Visitor
+from tests.support.app import App
+from tests.support.frames import TRIAL, Frame
+from tests.support.simulator import Simulator
+from tests.support.visitor import Visitor, compare_socket
+from tests.support.waiting import throughout
 
 pytestmark = pytest.mark.live
-
-TRIAL = re.compile(r'<span id="compare-trial"[^>]*>')
-
-
-def compare_socket(visitor: Visitor, run_id: int | None = None) -> Any:
-    import websockets
-
-    cookie = "; ".join(f"{k}={v}" for k, v in visitor.http.cookies.items())
-    path = f"/ws/compare/{run_id}/" if run_id else "/ws/compare/"
-    return websockets.connect(
-        f"ws://127.0.0.1:{visitor.app.port}{path}",
-        additional_headers={"Cookie": cookie},
-        origin=visitor.app.url,
-        max_size=None,
-    )
 
 
 async def run_comparison(
@@ -86,7 +75,9 @@ async def test_streaming_reading_begins_long_before_the_whole_answer_lands(
         assert off_final["data-status"] == on_final["data-status"] == "complete"
         generation = 0.3 + 60 / 40
         assert off_done - sent >= generation * 0.95  # it waited for the whole generation
-        assert on_first - sent < (off_done - sent) / 3  # reading began far sooner streamed
+        # Reading began far sooner streamed: after the 0.3 s first-token delay, while the other
+        # side still had most of its 1.8 s ahead (half of it: room for a loaded machine).
+        assert on_first - sent < (off_done - sent) / 2
 
         # The browser reports what it saw; figures and the verdict come back.
         for mode, first, done in (("stream", on_first, on_done), ("nostream", off_done, off_done)):
@@ -108,13 +99,17 @@ async def test_streaming_reading_begins_long_before_the_whole_answer_lands(
 
     requests = [r for r in simulator.requests() if "[t-cmp]" in r["messages"][-1]["content"]]
     assert sorted(r["stream"] for r in requests) == [False, True]
-    assert abs(requests[0]["started_at"] - requests[1]["started_at"]) < 0.1  # the same instant
+    # Both sides at the same instant: one after the other would start the whole generation
+    # (1.8 s) apart; under 1 s leaves a loaded two-core machine room to start them.
+    assert abs(requests[0]["started_at"] - requests[1]["started_at"]) < 1.0
     streamed = next(r for r in requests if r["stream"])
     # The first text reached the page within the simulator's first-token delay plus a margin
-    # that is small next to the whole generation (wall clocks of one machine).
+    # that is small next to the whole generation (wall clocks of one machine): a relay holding
+    # the text back would show it the rest of the generation (1.5 s) late. A third of the
+    # whole leaves a loaded machine a few hundred milliseconds to pass the token on.
     assert streamed["first_token_at"] - streamed["started_at"] >= 0.3 * 0.95
     relay_delay = (on_first_epoch - streamed["first_token_at"]) * 1000
-    assert 0 <= relay_delay < (off_done - sent) * 1000 / 10
+    assert 0 <= relay_delay < (off_done - sent) * 1000 / 3
 
     saved = visitor.http.get(f"/compare/{run_id}.json").json()
     by_mode = {r["mode"]: r for r in saved["results"]}
@@ -219,8 +214,9 @@ async def test_bad_input_is_refused_and_nothing_is_sent(
         )
         frame = str(await asyncio.wait_for(ws.recv(), 5))
     assert 'role="alert"' in frame and expected in frame
-    await asyncio.sleep(0.2)
-    assert len(simulator.requests()) == before
+    await throughout(
+        lambda: len(simulator.requests()) == before, "a refused run sent nothing", during=0.2
+    )
     assert "No comparisons yet." in visitor.http.get("/compare/history/").text
 
 

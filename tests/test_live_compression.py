@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import App, Simulator, Visitor, collect_answer, send, streamed_text
+from tests.support.app import App
+from tests.support.frames import streamed_text
+from tests.support.simulator import Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor
 
 pytestmark = pytest.mark.live
 

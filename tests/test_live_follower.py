@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chat import fragments
 from chat.exceptions import ClientError
 from chat.live import follower as follower_module
 from chat.live.follower import BACKLOG_CAP, Follower
 from chat.live.protocol import FrameEvent, FrameKind, SnapshotEvent
 from chat.models import Message
+from chat.rendering import fragments
 
 CONVERSATION = 7
 ANSWER = 70

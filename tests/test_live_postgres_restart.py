@@ -5,7 +5,7 @@ while the database is away; the final save waits for the database (``save_final_
 and only then do the sockets get the final frame. Given up (the database away for longer than
 STREAM_FINAL_SAVE_TIMEOUT_MS), the answer is settled as interrupted once the database is back.
 
-This module runs a private PostgreSQL cluster (``tests.postgres_server``) on a free port, so
+This module runs a private PostgreSQL cluster (``tests.support.postgres_server``) on a free port, so
 it can stop and start it; the machine's own PostgreSQL is left alone.
 """
 
@@ -16,30 +16,24 @@ import contextlib
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 import websockets
 
-from tests.conftest import (
-    App,
-    Frame,
-    Simulator,
-    Visitor,
-    send,
-    start_app,
-    stop_process,
-    streamed_text,
-)
-from tests.postgres_server import PostgresServer, postgres_server
-
-__all__ = ["postgres_server"]  # a fixture
+from tests.support.app import App, start_app
+from tests.support.frames import Frame, streamed_text
+from tests.support.postgres_server import PostgresServer
+from tests.support.processes import stop_process
+from tests.support.simulator import Simulator
+from tests.support.sockets import send
+from tests.support.visitor import Visitor
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.live
 
-T = TypeVar("T")
 REFUSED = "the database refused the final save"
 
 
@@ -49,7 +43,7 @@ def created_database(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def database(postgres_server: PostgresServer, created_database: str) -> str:
+def private_database(postgres_server: PostgresServer, created_database: str) -> str:
     """The module's database, its server running (a test that failed may have left it down)."""
     if not postgres_server.running():
         postgres_server.start()
@@ -69,38 +63,27 @@ def worker(
 
 @pytest.fixture
 def patient_worker(
-    simulator: Simulator, database: str, tmp_path_factory: pytest.TempPathFactory
+    simulator: Simulator, private_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[App, subprocess.Popen[bytes]]]:
     """A worker with the default final-save timeout (minutes)."""
-    env = {"LLM_API_BASE": simulator.base_url, "DATABASE_URL": database}
+    env = {"LLM_API_BASE": simulator.base_url, "DATABASE_URL": private_database}
     with worker(tmp_path_factory, "patient", env) as started:
         yield started
 
 
 @pytest.fixture
 def impatient_worker(
-    simulator: Simulator, database: str, tmp_path_factory: pytest.TempPathFactory
+    simulator: Simulator, private_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[App, subprocess.Popen[bytes]]]:
     """A worker that gives a final save up after 2 s, and settles answers silent for 1 s."""
     env = {
         "LLM_API_BASE": simulator.base_url,
-        "DATABASE_URL": database,
+        "DATABASE_URL": private_database,
         "STREAM_FINAL_SAVE_TIMEOUT_MS": "2000",
         "STREAM_ORPHAN_AFTER_MS": "1000",
     }
     with worker(tmp_path_factory, "impatient", env) as started:
         yield started
-
-
-async def until(check: Callable[[], T], what: str, within: float = 20.0) -> T:
-    """Polls ``check`` until it returns something true; fails saying ``what`` did not happen."""
-    deadline = time.monotonic() + within
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Inbox:
@@ -155,7 +138,7 @@ async def test_postgres_restarting_mid_answer_loses_nothing(
     patient_worker: tuple[App, subprocess.Popen[bytes]],
     simulator: Simulator,
     postgres_server: PostgresServer,
-    database: str,
+    private_database: str,
 ) -> None:
     app, process = patient_worker
     tab = Visitor(app)
@@ -181,7 +164,7 @@ async def test_postgres_restarting_mid_answer_loses_nothing(
             frame, final = await until(lambda: inbox.final(answer_id), "the final frame", 30)
             assert frame.at > restarting
             assert final["data-status"] == "complete"
-            assert saved_row(database, answer_id) == {
+            assert saved_row(private_database, answer_id) == {
                 "content": sent["text"], "status": "complete", "error_kind": "",
             }  # fmt: skip
             assert tab.export(conversation)["messages"][-1]["content"] == sent["text"]
@@ -204,7 +187,7 @@ async def test_postgres_restarting_mid_answer_loses_nothing(
             sent = simulator.request_for(marker)
             assert final["data-status"] == "complete"
             assert inbox.text(next_id) == sent["text"]
-            assert saved_row(database, next_id)["content"] == sent["text"]
+            assert saved_row(private_database, next_id)["content"] == sent["text"]
             assert not log_lines(app, "WARNING", since) and not log_lines(app, "ERROR", since)
             inbox.close()
         assert process.poll() is None
@@ -216,7 +199,7 @@ async def test_a_database_away_too_long_leaves_the_answer_interrupted(
     impatient_worker: tuple[App, subprocess.Popen[bytes]],
     simulator: Simulator,
     postgres_server: PostgresServer,
-    database: str,
+    private_database: str,
 ) -> None:
     """The final save is given up (one error line); the worker goes on, and once the database
     is back the answer shows as interrupted with the text saved before, not "streaming"."""
@@ -230,7 +213,9 @@ async def test_a_database_away_too_long_leaves_the_answer_interrupted(
             await send(ws, f"Down for too long {marker}\n#sim tokens=200 tps=50 ttft=0.05")
             answer_id = await until(inbox.first_answer, "the answer's first text", 15)
             # Some of its text was saved by the progress saver before the database went away.
-            await until(lambda: saved_row(database, answer_id)["content"], "a progress save")
+            await until(
+                lambda: saved_row(private_database, answer_id)["content"], "a progress save"
+            )
             await asyncio.to_thread(postgres_server.stop, "immediate")
             assert finished_upstream(simulator, marker) is None  # stopped mid-answer
 
@@ -249,7 +234,7 @@ async def test_a_database_away_too_long_leaves_the_answer_interrupted(
             inbox.close()
         assert final["data-status"] == "error"
         assert final["data-outcome"] == "interrupted"
-        row = saved_row(database, answer_id)
+        row = saved_row(private_database, answer_id)
         assert (row["status"], row["error_kind"]) == ("error", "interrupted")
         assert row["content"] and sent["text"].startswith(row["content"])  # the text saved
 

@@ -19,42 +19,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    App,
-    Frame,
-    Simulator,
-    Visitor,
-    answer_row,
-    collect_answer,
-    free_port,
-    send,
-    start_app,
-    stop_process,
-    streamed_text,
-    wait_for_port,
-)
+from tests.support.app import App, start_app
+from tests.support.frames import Frame, streamed_text
+from tests.support.processes import ROOT, stop_process
+from tests.support.simulator import KEY, Simulator
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor, answer_row
 
-KEY = "sk-live-Provider0123456789abcdef"
 WRONG = "sk-wrong-Provider9876543210fedcba"
 FAST = "tokens=40 tps=400 ttft=0.05"
 
-
-@pytest.fixture(scope="module")
-def keyed_simulator() -> Iterator[Simulator]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
-         "--api-key", KEY],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, process)
-        yield Simulator(port)
-    finally:
-        stop_process(process)
+pytestmark = pytest.mark.live
 
 
 def set_provider(env: dict[str, str], db: Path, *args: str) -> None:

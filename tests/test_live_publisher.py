@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chat import fragments, llm
+from chat import llm
 from chat.generation.pacing import QUIET_LAG, Pacer
 from chat.generation.pipeline import AnswerRun, Publisher
 from chat.generation.state import Generation
@@ -21,6 +21,7 @@ from chat.generation.turns import Turn
 from chat.live.hub import LiveHub
 from chat.live.protocol import FOLLOW_EVENT, UNFOLLOW_EVENT, Follow, FrameEvent, Unfollow
 from chat.models import Message
+from chat.rendering import fragments
 
 CONVERSATION = 3
 

@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from email.utils import formatdate
 from typing import Any
@@ -45,7 +45,8 @@ from chat.llm import (
     parse_chunk,
     parse_completion,
 )
-from tests.doubles import SSE, mock_http, pieces_replay, recording, replay
+from tests.support.doubles import SSE, mock_http, pieces_replay, recording, replay
+from tests.support.events import failure, text_of
 
 BASE = "http://upstream.test:8000/v1"
 KEY = "sk-live-Secret0123456789abcdef"
@@ -69,18 +70,6 @@ MESSAGES = [
 
 async def collect(client: ChatClient, **kwargs: Any) -> list[Event]:
     return [event async for event in client.stream_reply("qwen-plus", MESSAGES, **kwargs)]
-
-
-def text_of(events: Iterable[Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-def failure(events: list[Event]) -> UpstreamError:
-    assert events, "no events"
-    last = events[-1]
-    assert isinstance(last, Failed), events
-    assert not any(isinstance(e, Failed) for e in events[:-1])
-    return last.error
 
 
 # --------------------------------------------------------------------------------------------

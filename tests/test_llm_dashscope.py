@@ -31,7 +31,8 @@ from chat.llm import (
     Usage,
     parse_dashscope_response,
 )
-from tests.doubles import SSE, mock_http, pieces_replay, recording, replay
+from tests.support.doubles import SSE, mock_http, pieces_replay, recording, replay
+from tests.support.events import failure
 
 BASE = "https://dashscope.test/api/v1"
 URL = f"{BASE}/services/aigc/text-generation/generation"
@@ -87,11 +88,6 @@ async def collect(client: ChatClient, **kwargs: Any) -> list[Event]:
 
 def texts(events: Iterable[Event], kind: type[TextDelta] | type[ReasoningDelta]) -> str:
     return "".join(e.text for e in events if isinstance(e, kind))
-
-
-def failure(events: list[Event]) -> Any:
-    assert isinstance(events[-1], Failed), events
-    return events[-1].error
 
 
 # --- The provider's sample -----------------------------------------------------------------

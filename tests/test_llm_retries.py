@@ -22,7 +22,6 @@ from chat.llm import (
     Failed,
     Finished,
     Retrying,
-    TextDelta,
     UpstreamAuthError,
     UpstreamBadRequest,
     UpstreamError,
@@ -34,10 +33,18 @@ from chat.llm import (
     UpstreamUnavailable,
     make_http_client,
 )
-from tests.conftest import Simulator, free_port
+from tests.support.events import failure, text_of
+from tests.support.processes import free_port
+from tests.support.simulator import Simulator
+from tests.support.waiting import throughout, until
 
 FAST = "tokens=12 tps=400 ttft=0.01"
 KEY = "sk-retry-Secret0123456789"
+# "At once", in seconds, for a client that must not wait: well under the shortest wait it must
+# skip here (3 s), with room for a loaded two-core machine to hold a process back a while.
+AT_ONCE = 2.0
+
+pytestmark = pytest.mark.live  # the simulator runs under Daphne in its own process
 
 
 @pytest.fixture
@@ -84,15 +91,6 @@ def attempts(simulator: Simulator, marker: str) -> list[dict[str, Any]]:
     return found
 
 
-def text_of(events: list[Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-def failure(events: list[Event]) -> UpstreamError:
-    assert isinstance(events[-1], Failed), events[-1]
-    return events[-1].error
-
-
 def finished(events: list[Event]) -> bool:
     return any(isinstance(e, Finished) for e in events) and not isinstance(events[-1], Failed)
 
@@ -115,8 +113,10 @@ async def test_429_with_retry_after_waits_that_long_then_answers(
     # The caller heard why the first word is late, and for how long, before it arrived.
     assert events[0] == Retrying(attempt=1, retries=2, wait=1.0, reason="HTTP 429 (limit_requests)")
     waited = second["started_at"] - first["finished_at"]
-    assert 0.95 <= waited < 1.6, waited  # Retry-After: 1, not the 0.05 s backoff
-    assert elapsed < 3
+    # Retry-After: 1, not the 0.05 s backoff; and not twice that (the upper bound leaves a
+    # loaded machine most of a second to send the second request).
+    assert 0.95 <= waited < 1.9, waited
+    assert elapsed < 1 + 2 * AT_ONCE  # the wait and two quick requests
 
 
 @pytest.mark.parametrize("protocol", ["openai", "dashscope"])
@@ -194,7 +194,7 @@ async def test_dashscope_throttling_takes_retry_after_from_the_200_response(
     error = failure(events)
     assert isinstance(error, UpstreamRateLimited) and error.retry_after == 30
     assert error.message == "Rate limited by the model server; retry in 30 s."
-    assert len(attempts(simulator, marker)) == 1 and elapsed < 1
+    assert len(attempts(simulator, marker)) == 1 and elapsed < AT_ONCE  # not the 30 s asked
 
 
 async def test_a_refused_connection_is_asked_again(
@@ -248,7 +248,7 @@ async def test_retry_after_over_the_cap_fails_at_once(
     assert error.message == "Rate limited by the model server; retry in 600 s."
     assert error.retry_after == 600
     assert len(attempts(simulator, marker)) == 1
-    assert elapsed < 1
+    assert elapsed < AT_ONCE  # not the 600 s asked
 
 
 async def test_retry_after_past_the_deadline_fails_at_once(
@@ -258,7 +258,7 @@ async def test_retry_after_past_the_deadline_fails_at_once(
     client = client_for(http, simulator, total_timeout=2)
     events, elapsed = await ask(client, marker, f"{FAST} fault=429 retry_after=3")
     assert isinstance(failure(events), UpstreamRateLimited)
-    assert len(attempts(simulator, marker)) == 1 and elapsed < 1
+    assert len(attempts(simulator, marker)) == 1 and elapsed < AT_ONCE  # not the 3 s asked
 
 
 @pytest.mark.parametrize(
@@ -343,9 +343,10 @@ async def test_cancelling_during_the_backoff_returns_at_once(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled_at < 1  # not the 9.8 s left of the wait (2 cores in CI)
-    await asyncio.sleep(0.2)
-    assert len(attempts(simulator, marker)) == 1
+    assert time.monotonic() - cancelled_at < AT_ONCE  # not the 9.8 s left of the wait
+    await throughout(
+        lambda: len(attempts(simulator, marker)) == 1, "it asked again after Stop", during=0.2
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,11 +364,15 @@ async def test_endless_keepalive_comments_hit_the_overall_deadline(
     error = failure(events)
     assert isinstance(error, UpstreamTimeout)
     assert error.message == "The model took longer than 1.5 s in all to answer."
-    assert 1.4 <= elapsed < 2.5, elapsed
+    # The 1.5 s deadline ended it, not the 5 s idle timeout (which the pings keep away).
+    assert 1.4 <= elapsed < 4.0, elapsed
     assert len(events) == 1  # a timeout is not asked again
-    await asyncio.sleep(0.3)
-    (only,) = attempts(simulator, marker)
-    assert only["outcome"] == "disconnected"  # the stream was closed
+    await until(  # the stream was closed
+        lambda: attempts(simulator, marker)[-1]["outcome"] == "disconnected",
+        "the simulator saw the stream closed",
+        within=5,
+    )
+    assert len(attempts(simulator, marker)) == 1
 
 
 async def test_a_stall_with_pings_hits_the_deadline_and_keeps_the_partial_answer(
@@ -380,7 +385,8 @@ async def test_a_stall_with_pings_hits_the_deadline_and_keeps_the_partial_answer
     )
     error = failure(events)
     assert error.message == "The model took longer than 1.5 s in all; the partial answer was kept."
-    assert 1.4 <= elapsed < 2.5, elapsed
+    # The 1.5 s deadline ended it, not the 5 s idle timeout (which the pings keep away).
+    assert 1.4 <= elapsed < 4.0, elapsed
     (only,) = attempts(simulator, marker)
     assert text_of(events) == only["text"] and only["tokens_sent"] == 5
 
@@ -398,7 +404,7 @@ async def test_a_silent_stall_is_the_idle_timeout(simulator: Simulator) -> None:
     error = failure(events)
     assert isinstance(error, UpstreamTimeout)
     assert error.message == UpstreamTimeout.default_message
-    assert text_of(events) and elapsed < 2
+    assert text_of(events) and elapsed < 5  # the 0.5 s idle timeout, not the 30 s deadline
 
 
 async def test_the_deadline_spares_a_reply_that_ends_in_time(
@@ -419,5 +425,5 @@ async def test_the_deadline_also_bounds_the_wait_for_headers(
     events, elapsed = await ask(client, marker, f"{FAST} fault=slow_headers delay=4")
     error = failure(events)
     assert error.message == "The model took longer than 1 s in all to answer."
-    assert 0.9 <= elapsed < 2, elapsed
+    assert 0.9 <= elapsed < 3.5, elapsed  # the 1 s deadline, not the 4 s the headers took
     assert len(attempts(simulator, marker)) == 1

@@ -10,7 +10,7 @@ import pytest
 
 from chat.llm import ChatClient, Event, Failed, Finished, ReasoningDelta, TextDelta, Usage
 from chat.llm.thinking import ThinkTags
-from tests.doubles import SSE, mock_http
+from tests.support.doubles import SSE, mock_http
 
 BASE = "http://upstream.test/v1"
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]

@@ -17,26 +17,21 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.conftest import (
-    App,
-    Frame,
-    Simulator,
-    Visitor,
-    send,
-    two_workers,
-)
-from tests.redis_server import RedisServer, redis_server
-from tests.test_live_team import database
+from tests.support.app import App, two_workers
+from tests.support.frames import Frame
+from tests.support.redis_server import RedisServer
+from tests.support.simulator import Simulator
+from tests.support.sockets import send
+from tests.support.visitor import Visitor
 
 pytestmark = [pytest.mark.live, pytest.mark.load]
-__all__ = ["database", "redis_server"]  # fixtures shared with other modules
 
 STREAMS = 200
 PROMPT = "Load {i} [t-load-{i:03d}]\n#sim tokens=120 tps=40 ttft=0.2 seed={i}"
 
 
 @pytest.fixture(scope="module")
-def workers(
+def load_workers(
     simulator: Simulator,
     database: str,
     redis_server: RedisServer,
@@ -83,12 +78,12 @@ async def one_stream(visitor: Visitor, conversation: int, i: int, go: float) -> 
 
 
 async def test_200_streams_across_two_workers_survive_a_redis_restart(
-    workers: tuple[App, App],
+    load_workers: tuple[App, App],
     simulator: Simulator,
     redis_server: RedisServer,
     database: str,
 ) -> None:
-    visitors = [Visitor(workers[i % 2]) for i in range(STREAMS)]
+    visitors = [Visitor(load_workers[i % 2]) for i in range(STREAMS)]
     try:
         conversations = await asyncio.gather(
             *(asyncio.to_thread(v.new_conversation) for v in visitors)
@@ -127,7 +122,7 @@ async def test_200_streams_across_two_workers_survive_a_redis_restart(
             hashlib.sha256(content.encode()).hexdigest()
             == hashlib.sha256(sent.encode()).hexdigest()
         ), marker
-    for worker in workers:
+    for worker in load_workers:
         log = worker.log()
         assert "ChannelFull" not in log
         assert all(
@@ -158,12 +153,12 @@ def sqlite_workers(
 
 
 async def test_a_burst_of_200_new_messages_over_two_workers_all_answer(
-    workers: tuple[App, App], simulator: Simulator
+    load_workers: tuple[App, App], simulator: Simulator
 ) -> None:
     """200 people press Enter within one second, half on each worker (after the Redis restart
     above, with Redis back): every one gets its own answer, whole. The time to first token is
     printed (the figure the README gives)."""
-    visitors = [Visitor(workers[i % 2]) for i in range(STREAMS)]
+    visitors = [Visitor(load_workers[i % 2]) for i in range(STREAMS)]
     try:
         conversations = await asyncio.gather(
             *(asyncio.to_thread(v.new_conversation) for v in visitors)

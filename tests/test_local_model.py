@@ -51,19 +51,12 @@ from localmodel.server import (
     venv_python,
     wait_ready,
 )
-
-from .conftest import (
-    ROOT,
-    App,
-    Visitor,
-    answer_row,
-    collect_answer,
-    free_port,
-    send,
-    start_app,
-    stop_process,
-    streamed_text,
-)
+from tests.support.app import App, start_app
+from tests.support.events import text_of
+from tests.support.frames import streamed_text
+from tests.support.processes import ROOT, free_port, stop_process
+from tests.support.sockets import collect_answer, send
+from tests.support.visitor import Visitor, answer_row
 
 FIXTURE = Path(__file__).parent / "data" / "llm" / "llamacpp_stream.sse"
 SERVER_KEY = "sk-local-Secret0123456789"
@@ -160,10 +153,6 @@ async def reply(
         gen = client.stream_reply(ALIAS, messages, stream=stream, options=options)
         async with aclosing(gen) as events:
             return [event async for event in events]
-
-
-def text_of(events: Sequence[Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def terminal(events: Sequence[Event]) -> list[Event]:
@@ -341,6 +330,7 @@ def app_on_llama(llama: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @needs_model
+@pytest.mark.live
 async def test_chat_through_the_app(app_on_llama: App) -> None:
     """A visitor picks "Local SmolLM2", asks, and sees a whole English answer, saved as
     streamed, with "Token usage not reported" since llama.cpp streams no usage."""

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from chat.logsafety import RedactSecrets, secret_values
+from chat.ops.logsafety import RedactSecrets, secret_values
 
 KEY = "sk-live-0123456789abcdef"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.markdown import BlockSplitter, render_markdown
+from chat.rendering.markdown import BlockSplitter, render_markdown
 
 
 def test_headings_lists_tables_and_code_render() -> None:
@@ -82,7 +82,7 @@ TABLE_ANSWER = (
 def test_a_table_streams_raw_until_the_blank_line_after_it_then_renders_once(step: int) -> None:
     """As the publisher sends it: no half-built table is ever rendered (its header row alone
     would be a paragraph, then a one-row table, and so on); it appears rendered once, whole."""
-    from chat.fragments import delta_frame
+    from chat.rendering.fragments import delta_frame
 
     splitter = BlockSplitter()
     rendered = []  # (how much had arrived, the frame) for frames that carried a block

@@ -12,7 +12,7 @@ import pytest
 from pygments.styles import get_style_by_name
 from pygments.token import Error, Token, Whitespace
 
-from chat.markdown import (
+from chat.rendering.markdown import (
     DARK_STYLE,
     HIGHLIGHT_MAX_CHARS,
     LIGHT_STYLE,

@@ -8,11 +8,9 @@ checked on both protocols: compatible mode's ``null`` inactive field against nat
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,35 +26,27 @@ from simulator.script import (
     plan_reasoning,
     resolve_options,
 )
-from tests.test_simulator import FAST, Sim, _body, _content, _events, _log, _run_simulator
+from tests.support.simulator import Simulator, running_simulator
+from tests.support.upstream import (
+    FAST,
+    chat_body,
+    content_of,
+    log_entry,
+    sse_data,
+    wait_for_outcome,
+)
+from tests.support.waiting import throughout
 
 NATIVE_PATH = "/api/v1/services/aigc/text-generation/generation"
 SSE = {"X-DashScope-SSE": "enable"}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[Sim]:
-    """One simulator for the module, with no API key and no prefix."""
-    with _run_simulator() as running:
-        yield running
+# Served under Daphne by the simulator's own process: a live module.
+pytestmark = pytest.mark.live
 
 
-@pytest.fixture(scope="module")
-def keyed_sim() -> Iterator[Sim]:
-    """A simulator that requires ``sk-test`` and lives under ``/simulator``, as in the app."""
-    with _run_simulator("--api-key", "sk-test", prefix="/simulator") as running:
-        yield running
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
-        yield http
-
-
-def _native_url(sim: Sim) -> str:
+def _native_url(sim: Simulator) -> str:
     return sim.base + NATIVE_PATH
 
 
@@ -69,7 +59,8 @@ def _native_body(
     parameters: dict[str, Any] | None = None,
     **sim: Any,
 ) -> dict[str, Any]:
-    """A native body with the same messages as ``_body`` so both protocols plan the same text."""
+    """A native body with the same messages as ``chat_body`` so both protocols plan the same
+    text."""
     params: dict[str, Any] = {"sim": {**FAST, **sim}}
     if incremental is not None:
         params["incremental_output"] = incremental
@@ -132,9 +123,9 @@ def parse_native(raw: bytes) -> list[Event]:
 
 
 async def _native_raw(
-    client: httpx.AsyncClient, sim: Sim, body: dict[str, Any], *, sse: bool = True
+    sim_client: httpx.AsyncClient, sim: Simulator, body: dict[str, Any], *, sse: bool = True
 ) -> tuple[httpx.Response, bytes]:
-    async with client.stream(
+    async with sim_client.stream(
         "POST", _native_url(sim), json=body, headers=SSE if sse else {}
     ) as response:
         raw = await response.aread()
@@ -161,26 +152,14 @@ def _plans(entry: dict[str, Any]) -> tuple[list[str], list[str]]:
     )
 
 
-async def _wait_for_outcome(
-    client: httpx.AsyncClient, sim: Sim, sim_id: str, outcome: str, within: float = 2.0
-) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        entry = await _log(client, sim, sim_id)
-        if entry["outcome"] == outcome:
-            return entry
-        assert time.monotonic() < deadline, entry
-        await asyncio.sleep(0.01)
-
-
 # --------------------------------------------------------------------------------------------
 # Native streaming
 # --------------------------------------------------------------------------------------------
 
 
-async def test_native_incremental_events(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_incremental_events(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     prompt = "Explain native streaming"
-    response, raw = await _native_raw(client, sim, _native_body(prompt, tokens=40, seed=3))
+    response, raw = await _native_raw(sim_client, sim, _native_body(prompt, tokens=40, seed=3))
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream;charset=UTF-8"
     assert b"[DONE]" not in raw
@@ -216,10 +195,10 @@ async def test_native_incremental_events(sim: Sim, client: httpx.AsyncClient) ->
     assert all(_message(event)["content"] for event in events)  # the last carries text too
 
     # The same model, messages and seed give the same answer on the compatible route.
-    _, data = await _events(client, sim, _body(prompt, tokens=40, seed=3))
-    assert native_text == _content(data)
+    _, data = await sse_data(sim_client, sim, chat_body(prompt, tokens=40, seed=3))
+    assert native_text == content_of(data)
 
-    entry = await _log(client, sim, request_id)
+    entry = await log_entry(sim_client, sim, request_id)
     assert entry["protocol"] == "dashscope" and entry["incremental"] is True
     assert entry["result_format"] == "message" and entry["stream"] is True
     assert entry["request_id"] == entry["sim_id"] == request_id
@@ -227,18 +206,18 @@ async def test_native_incremental_events(sim: Sim, client: httpx.AsyncClient) ->
     assert entry["tokens_sent"] == 40 and entry["outcome"] == "complete"
     assert entry["reasoning"] == "" and entry["reasoning_tokens_sent"] == 0
     assert entry["started_at"] <= entry["first_token_at"] <= entry["finished_at"]
-    compatible = await _log(client, sim, json.loads(data[0])["id"])
+    compatible = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert compatible["protocol"] == "openai" and compatible["incremental"] is None
 
 
 @pytest.mark.parametrize("result_format", ["message", "text"])
 async def test_native_non_incremental_repeats_the_text_so_far(
-    sim: Sim, client: httpx.AsyncClient, result_format: str
+    sim: Simulator, sim_client: httpx.AsyncClient, result_format: str
 ) -> None:
     body = _native_body(
         "Cumulative please", tokens=30, seed=4, incremental=False, result_format=result_format
     )
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     if result_format == "text":
         texts = [event.obj["output"]["text"] for event in events]
@@ -249,55 +228,61 @@ async def test_native_non_incremental_repeats_the_text_so_far(
     for before, after in zip(texts, texts[1:], strict=False):
         assert after.startswith(before) and len(after) > len(before)
     assert [_finish(event) for event in events][-1] == "stop"
-    _, data = await _events(client, sim, _body("Cumulative please", tokens=30, seed=4))
-    assert texts[-1] == _content(data)
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    _, data = await sse_data(sim_client, sim, chat_body("Cumulative please", tokens=30, seed=4))
+    assert texts[-1] == content_of(data)
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     assert entry["incremental"] is False and entry["result_format"] == result_format
     assert entry["text"] == texts[-1]
 
 
 async def test_native_defaults_are_text_format_and_cumulative(
-    sim: Sim, client: httpx.AsyncClient
+    sim: Simulator, sim_client: httpx.AsyncClient
 ) -> None:
     """Without parameters the reference's defaults apply: text format, not incremental."""
     body = _native_body("Defaults", tokens=12, incremental=None, result_format=None)
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     texts = [event.obj["output"]["text"] for event in events]
     assert texts[-1].startswith(texts[0]) and len(texts[-1]) > len(texts[0])
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     assert entry["incremental"] is False and entry["result_format"] == "text"
 
 
-async def test_native_max_tokens_ends_with_length(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_max_tokens_ends_with_length(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     body = _native_body("Long answer please", tokens=50, parameters={"max_tokens": 10})
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     assert _finish(events[-1]) == "length"
     assert events[-1].obj["usage"]["output_tokens"] == 10
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     text = "".join(_message(event)["content"] for event in events)
     assert text == "".join(_plans(entry)[1][:10]) == entry["text"]
 
 
-async def test_native_final_empty_event(sim: Sim, client: httpx.AsyncClient) -> None:
-    _, raw = await _native_raw(client, sim, _native_body("Empty end", tokens=8, final_empty=1))
+async def test_native_final_empty_event(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
+    _, raw = await _native_raw(sim_client, sim, _native_body("Empty end", tokens=8, final_empty=1))
     events = parse_native(raw)
     assert _message(events[-1])["content"] == ""
     assert [_finish(event) for event in events] == ["null"] * (len(events) - 1) + ["stop"]
     assert events[-1].obj["usage"]["output_tokens"] == events[-2].obj["usage"]["output_tokens"]
 
 
-async def test_native_directive_and_top_level_sim(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_directive_and_top_level_sim(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     """``sim`` may also be top-level; a ``#sim`` line wins and is not part of the prompt."""
     body = _native_body("What is backpressure?\n#sim tokens=12 seed=5", tokens=30, seed=1)
     body["sim"] = body["parameters"].pop("sim")
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     assert entry["options"]["tokens"] == 12 and entry["options"]["seed"] == 5
-    _, plain = await _events(client, sim, _body("What is backpressure?", tokens=12, seed=5))
-    assert "".join(_message(event)["content"] for event in events) == _content(plain)
+    _, plain = await sse_data(
+        sim_client, sim, chat_body("What is backpressure?", tokens=12, seed=5)
+    )
+    assert "".join(_message(event)["content"] for event in events) == content_of(plain)
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,8 +290,10 @@ async def test_native_directive_and_top_level_sim(sim: Sim, client: httpx.AsyncC
 # --------------------------------------------------------------------------------------------
 
 
-async def test_native_non_sse_json(sim: Sim, client: httpx.AsyncClient) -> None:
-    response, raw = await _native_raw(client, sim, _native_body("One body", tokens=25), sse=False)
+async def test_native_non_sse_json(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
+    response, raw = await _native_raw(
+        sim_client, sim, _native_body("One body", tokens=25), sse=False
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     obj = json.loads(raw)
@@ -315,23 +302,23 @@ async def test_native_non_sse_json(sim: Sim, client: httpx.AsyncClient) -> None:
     message = obj["output"]["choices"][0]["message"]
     assert list(message) == ["content", "role"] and message["role"] == "assistant"
     assert obj["usage"]["output_tokens"] == 25
-    entry = await _log(client, sim, obj["request_id"])
+    entry = await log_entry(sim_client, sim, obj["request_id"])
     assert message["content"] == "".join(_plans(entry)[1]) == entry["text"]
     assert entry["stream"] is False and entry["protocol"] == "dashscope"
     assert entry["outcome"] == "complete"
 
 
 async def test_native_non_sse_thinking_model_answers_with_reasoning(
-    sim: Sim, client: httpx.AsyncClient
+    sim: Simulator, sim_client: httpx.AsyncClient
 ) -> None:
     """deepseek-r1 thinks by default but is not stream-only: one body with reasoning_content."""
     body = _native_body("Think then answer", model="deepseek-r1", tokens=10, think=7)
-    response, raw = await _native_raw(client, sim, body, sse=False)
+    response, raw = await _native_raw(sim_client, sim, body, sse=False)
     assert response.status_code == 200
     obj = json.loads(raw)
     message = obj["output"]["choices"][0]["message"]
     assert list(message) == ["content", "role", "reasoning_content"]
-    entry = await _log(client, sim, obj["request_id"])
+    entry = await log_entry(sim_client, sim, obj["request_id"])
     reasoning, answer = _plans(entry)
     assert message["reasoning_content"] == "".join(reasoning) == entry["reasoning"]
     assert message["content"] == "".join(answer)
@@ -344,10 +331,10 @@ async def test_native_non_sse_thinking_model_answers_with_reasoning(
 # --------------------------------------------------------------------------------------------
 
 
-async def test_native_401_and_prefix(keyed_sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_401_and_prefix(keyed_sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body("auth", tokens=5)
     for headers in ({}, {"authorization": "Bearer sk-wrong"}):
-        response = await client.post(_native_url(keyed_sim), json=body, headers=headers | SSE)
+        response = await sim_client.post(_native_url(keyed_sim), json=body, headers=headers | SSE)
         assert response.status_code == 401
         request_id = response.json()["request_id"]
         assert re.fullmatch(UUID, request_id)
@@ -358,20 +345,20 @@ async def test_native_401_and_prefix(keyed_sim: Sim, client: httpx.AsyncClient) 
                 f'"request_id":"{request_id}"}}'
             ).encode()
         )
-    ok = await client.post(
+    ok = await sim_client.post(
         _native_url(keyed_sim), json=body, headers={"authorization": "Bearer sk-test"} | SSE
     )
     assert ok.status_code == 200
     assert parse_native(ok.content)[-1].event == "result"
     unprefixed = keyed_sim.base.removesuffix("/simulator") + NATIVE_PATH
-    assert (await client.post(unprefixed, json=body)).status_code == 404
+    assert (await sim_client.post(unprefixed, json=body)).status_code == 404
 
 
 async def test_native_429_streams_as_200_and_error_event(
-    sim: Sim, client: httpx.AsyncClient
+    sim: Simulator, sim_client: httpx.AsyncClient
 ) -> None:
     response, raw = await _native_raw(
-        client, sim, _native_body("throttle me", fault="429", retry_after=2)
+        sim_client, sim, _native_body("throttle me", fault="429", retry_after=2)
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream;charset=UTF-8"
@@ -385,7 +372,7 @@ async def test_native_429_streams_as_200_and_error_event(
             f'try again later.","request_id":"{request_id}"}}\n\n'
         ).encode()
     )
-    entry = await _log(client, sim, request_id)
+    entry = await log_entry(sim_client, sim, request_id)
     assert entry["outcome"] == "fault:429" and entry["status"] == 200
     assert entry["tokens_sent"] == 0
 
@@ -399,10 +386,10 @@ async def test_native_429_streams_as_200_and_error_event(
     ],
 )
 async def test_native_fault_framing(
-    sim: Sim, client: httpx.AsyncClient, framing: str, status: int, content_type: str
+    sim: Simulator, sim_client: httpx.AsyncClient, framing: str, status: int, content_type: str
 ) -> None:
     body = _native_body("framed", fault="429", fault_framing=framing)
-    response, raw = await _native_raw(client, sim, body)
+    response, raw = await _native_raw(sim_client, sim, body)
     assert response.status_code == status
     assert response.headers["content-type"] == content_type
     if framing == "http":
@@ -413,10 +400,12 @@ async def test_native_fault_framing(
         assert event.obj["code"] == "Throttling.RateQuota"
 
 
-async def test_compatible_fault_framing_sse200(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_compatible_fault_framing_sse200(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     """Compatible mode can also open with 200 and then send the error as a data line."""
-    response, data = await _events(
-        client, sim, _body("framed", fault="503", fault_framing="sse200")
+    response, data = await sse_data(
+        sim_client, sim, chat_body("framed", fault="503", fault_framing="sse200")
     )
     assert response.status_code == 200
     (payload,) = data
@@ -435,22 +424,22 @@ async def test_compatible_fault_framing_sse200(sim: Sim, client: httpx.AsyncClie
     ],
 )
 async def test_native_http_faults_without_sse(
-    sim: Sim, client: httpx.AsyncClient, fault: str, status: int, code: str
+    sim: Simulator, sim_client: httpx.AsyncClient, fault: str, status: int, code: str
 ) -> None:
-    response, raw = await _native_raw(client, sim, _native_body("fail", fault=fault), sse=False)
+    response, raw = await _native_raw(sim_client, sim, _native_body("fail", fault=fault), sse=False)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     obj = json.loads(raw)
     assert list(obj) == ["code", "message", "request_id"]
     assert obj["code"] == code and obj["message"]
     assert obj["request_id"] == response.headers["x-request-id"]
-    entry = await _log(client, sim, obj["request_id"])
+    entry = await log_entry(sim_client, sim, obj["request_id"])
     assert entry["outcome"] == f"fault:{fault}" and entry["status"] == status
 
 
-async def test_native_midstream_error(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_midstream_error(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body("moderate me", tokens=40, fault="midstream_error", coalesce=1)
-    response, raw = await _native_raw(client, sim, body)
+    response, raw = await _native_raw(sim_client, sim, body)
     assert response.status_code == 200
     events = parse_native(raw)
     *results, error = events
@@ -463,36 +452,36 @@ async def test_native_midstream_error(sim: Sim, client: httpx.AsyncClient) -> No
         f'content.","request_id":"{request_id}"}}'
     )
     assert raw.endswith(b"}\n\n")
-    entry = await _log(client, sim, request_id)
+    entry = await log_entry(sim_client, sim, request_id)
     assert entry["tokens_sent"] == 5 and entry["outcome"] == "fault:midstream_error"
 
 
-async def test_native_midstream_throttling(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_midstream_throttling(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body(
         "throttle me late", tokens=40, fault="midstream_error", midstream_kind="429"
     )
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     *results, error = parse_native(raw)
     assert results and all(event.event == "result" for event in results)
     assert (error.event, error.status) == ("error", "429")
     assert error.obj["code"] == "Throttling.RateQuota"
 
 
-async def test_native_fault_times(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_fault_times(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body("throttled once", tokens=5, fault="429", fault_times=1)
-    first = parse_native((await _native_raw(client, sim, body))[1])
-    second = parse_native((await _native_raw(client, sim, body))[1])
+    first = parse_native((await _native_raw(sim_client, sim, body))[1])
+    second = parse_native((await _native_raw(sim_client, sim, body))[1])
     assert [e.event for e in first] == ["error"]
     assert second and all(e.event == "result" for e in second)
 
 
-async def test_native_eof_has_no_final_event(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_eof_has_no_final_event(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body("cut me off", tokens=40, fault="eof", fault_after=6)
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     assert all(_finish(event) == "null" for event in events)
     assert events[-1].obj["usage"]["output_tokens"] == 6
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     assert entry["outcome"] == "fault:eof" and entry["tokens_sent"] == 6
 
 
@@ -552,24 +541,24 @@ async def test_native_eof_has_no_final_event(sim: Sim, client: httpx.AsyncClient
     ],
 )
 async def test_native_invalid_parameter(
-    sim: Sim, client: httpx.AsyncClient, body: dict[str, Any], sse: bool, message: str
+    sim: Simulator, sim_client: httpx.AsyncClient, body: dict[str, Any], sse: bool, message: str
 ) -> None:
-    response, raw = await _native_raw(client, sim, body, sse=sse)
+    response, raw = await _native_raw(sim_client, sim, body, sse=sse)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     obj = json.loads(raw)
     assert list(obj) == ["code", "message", "request_id"]
     assert obj["code"] == "InvalidParameter"
     assert message in obj["message"]
-    entry = await _log(client, sim, obj["request_id"])
+    entry = await log_entry(sim_client, sim, obj["request_id"])
     assert entry["outcome"] == "rejected:400" and entry["protocol"] == "dashscope"
     assert entry["tokens_sent"] == 0 and entry["text"] == ""
 
 
-async def test_native_disconnect_is_recorded(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_disconnect_is_recorded(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     """Stop in the app closes the upstream: the simulator sees it and stops generating."""
     body = _native_body("a long answer to abandon", tokens=400, tps=40)
-    async with client.stream("POST", _native_url(sim), json=body, headers=SSE) as response:
+    async with sim_client.stream("POST", _native_url(sim), json=body, headers=SSE) as response:
         request_id = response.headers["x-request-id"]
         received = b""
         async for piece in response.aiter_raw():
@@ -577,12 +566,19 @@ async def test_native_disconnect_is_recorded(sim: Sim, client: httpx.AsyncClient
             if received.count(b"\n\n") >= 3:
                 break
     closed_at = time.time()
-    entry = await _wait_for_outcome(client, sim, request_id, "disconnected")
-    assert entry["disconnected_at"] - closed_at < 0.5
+    # Noticed at once: the answer had 10 s to go; 2 s leaves a loaded machine room to get to
+    # the simulator's event loop (the log says when it noticed, not when we looked).
+    entry = await wait_for_outcome(sim_client, sim, request_id, "disconnected")
+    assert entry["disconnected_at"] - closed_at < 2.0
     assert 3 <= entry["tokens_sent"] < 400
-    await asyncio.sleep(0.3)
-    later = await _log(client, sim, request_id)
-    assert later["tokens_sent"] == entry["tokens_sent"]
+
+    async def sent_no_more() -> bool:
+        later = await log_entry(sim_client, sim, request_id)
+        return bool(later["tokens_sent"] == entry["tokens_sent"])
+
+    # And it stopped generating: nothing more for as long as a dozen more tokens would take.
+    await throughout(sent_no_more, "tokens were sent after the disconnect", during=0.3)
+    later = await log_entry(sim_client, sim, request_id)
     assert later["text"] == "".join(_plans(later)[1][: later["tokens_sent"]])
 
 
@@ -603,13 +599,13 @@ async def test_native_disconnect_is_recorded(sim: Sim, client: httpx.AsyncClient
     ],
 )
 async def test_native_wire_options_still_parse_to_plan(
-    sim: Sim, client: httpx.AsyncClient, options: dict[str, int]
+    sim: Simulator, sim_client: httpx.AsyncClient, options: dict[str, int]
 ) -> None:
     body = _native_body("多字节的中文回答 with some English", tokens=60, lang="zh", **options)
-    response, raw = await _native_raw(client, sim, body)
+    response, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     text = "".join(_message(event)["content"] for event in events)
-    entry = await _log(client, sim, response.headers["x-request-id"])
+    entry = await log_entry(sim_client, sim, response.headers["x-request-id"])
     assert text == "".join(_plans(entry)[1]) == entry["text"]
     assert [event.id for event in events] == [str(n) for n in range(1, len(events) + 1)]
     assert _finish(events[-1]) == "stop"
@@ -623,9 +619,11 @@ async def test_native_wire_options_still_parse_to_plan(
         assert len({tuple(event.obj) for event in events}) > 1
 
 
-async def test_native_keepalive_while_waiting(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_keepalive_while_waiting(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     body = _native_body("ping me", tokens=5, ttft=0.35, keepalive=1)
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     assert raw.startswith(b":keepalive\n\n:keepalive\n\n")
 
 
@@ -634,11 +632,11 @@ async def test_native_keepalive_while_waiting(sim: Sim, client: httpx.AsyncClien
 # --------------------------------------------------------------------------------------------
 
 
-async def test_compatible_thinking_stream(sim: Sim, client: httpx.AsyncClient) -> None:
-    body = _body("Explain server-sent events", tokens=20, think=15, seed=2)
+async def test_compatible_thinking_stream(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
+    body = chat_body("Explain server-sent events", tokens=20, think=15, seed=2)
     body["stream_options"] = {"include_usage": True}
     body["enable_thinking"] = True
-    _, data = await _events(client, sim, body)
+    _, data = await sse_data(sim_client, sim, body)
     assert data[-1] == "[DONE]"
     chunks = [json.loads(payload) for payload in data[:-1]]
     role, *middle, finish, usage = chunks
@@ -662,85 +660,91 @@ async def test_compatible_thinking_stream(sim: Sim, client: httpx.AsyncClient) -
         "reasoning_tokens": 15,
         "text_tokens": 20,
     }
-    entry = await _log(client, sim, role["id"])
+    entry = await log_entry(sim_client, sim, role["id"])
     reasoning, answer = _plans(entry)
     assert "".join(d["reasoning_content"] for d in thinking) == "".join(reasoning)
     assert entry["reasoning"] == "".join(reasoning) and entry["reasoning_tokens_sent"] == 15
     assert entry["reasoning"].startswith(("Okay", "Alright"))
-    assert _content(data) == "".join(answer) == entry["text"]
+    assert content_of(data) == "".join(answer) == entry["text"]
     assert entry["enable_thinking"] is True and entry["options"]["think"] == 15
     assert entry["first_token_at"] <= entry["first_answer_at"]
     # Thinking does not change the answer: the same request without it says the same.
-    _, plain = await _events(client, sim, _body("Explain server-sent events", tokens=20, seed=2))
-    assert _content(plain) == _content(data)
+    _, plain = await sse_data(
+        sim_client, sim, chat_body("Explain server-sent events", tokens=20, seed=2)
+    )
+    assert content_of(plain) == content_of(data)
 
 
 @pytest.mark.parametrize("key", ["reasoning", "reasoning_text"])
 async def test_compatible_reasoning_field_variants(
-    sim: Sim, client: httpx.AsyncClient, key: str
+    sim: Simulator, sim_client: httpx.AsyncClient, key: str
 ) -> None:
-    body = _body("vLLM style", tokens=10, think=8, reasoning_field=key)
-    _, data = await _events(client, sim, body)
+    body = chat_body("vLLM style", tokens=10, think=8, reasoning_field=key)
+    _, data = await sse_data(sim_client, sim, body)
     assert "reasoning_content" not in "".join(data)
     chunks = [json.loads(payload) for payload in data[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"content": None, "role": "assistant", key: ""}
     reasoning = "".join(
         c["choices"][0]["delta"][key] or "" for c in chunks if c["choices"][0]["delta"].get(key)
     )
-    entry = await _log(client, sim, chunks[0]["id"])
+    entry = await log_entry(sim_client, sim, chunks[0]["id"])
     assert reasoning == entry["reasoning"] == "".join(_plans(entry)[0])
     assert entry["options"]["reasoning_field"] == key
 
 
-async def test_compatible_inline_think_tags(sim: Sim, client: httpx.AsyncClient) -> None:
-    _, data = await _events(
-        client, sim, _body("Tags please", tokens=10, think=8, reasoning_field="think")
+async def test_compatible_inline_think_tags(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
+    _, data = await sse_data(
+        sim_client, sim, chat_body("Tags please", tokens=10, think=8, reasoning_field="think")
     )
     chunks = [json.loads(payload) for payload in data[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"content": "", "role": "assistant"}
     assert all(set(c["choices"][0]["delta"]) <= {"content", "role"} for c in chunks)
-    entry = await _log(client, sim, chunks[0]["id"])
+    entry = await log_entry(sim_client, sim, chunks[0]["id"])
     reasoning, answer = _plans(entry)
     expected = "<think>\n" + "".join(reasoning) + "\n</think>\n\n" + "".join(answer)
-    assert _content(data) == expected
+    assert content_of(data) == expected
     assert entry["text"] == "".join(answer) and entry["reasoning"] == "".join(reasoning)
 
 
 async def test_thinking_model_defaults_and_enable_thinking_false(
-    sim: Sim, client: httpx.AsyncClient
+    sim: Simulator, sim_client: httpx.AsyncClient
 ) -> None:
-    _, data = await _events(client, sim, _body("Default thinking", model="qwq-plus", tokens=5))
-    entry = await _log(client, sim, json.loads(data[0])["id"])
+    _, data = await sse_data(
+        sim_client, sim, chat_body("Default thinking", model="qwq-plus", tokens=5)
+    )
+    entry = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert 48 <= entry["options"]["think"] <= 72
     assert entry["reasoning_tokens_sent"] == entry["options"]["think"]
-    off = _body("Default thinking", model="qwq-plus", tokens=5)
+    off = chat_body("Default thinking", model="qwq-plus", tokens=5)
     off["enable_thinking"] = False
-    _, data = await _events(client, sim, off)
+    _, data = await sse_data(sim_client, sim, off)
     assert json.loads(data[0])["choices"][0]["delta"] == {"content": "", "role": "assistant"}
-    entry = await _log(client, sim, json.loads(data[0])["id"])
+    entry = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert entry["options"]["think"] == 0 and entry["reasoning"] == ""
     # The think option overrides enable_thinking: false.
     forced = {**off, "sim": {**off["sim"], "think": 4}}
-    _, data = await _events(client, sim, forced)
-    entry = await _log(client, sim, json.loads(data[0])["id"])
+    _, data = await sse_data(sim_client, sim, forced)
+    entry = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert entry["reasoning_tokens_sent"] == 4
 
 
-async def test_chinese_reasoning_for_chinese_prompt(sim: Sim, client: httpx.AsyncClient) -> None:
-    body = _body("什么是背压？", tokens=10, think=30)
-    _, data = await _events(client, sim, body)
-    entry = await _log(client, sim, json.loads(data[0])["id"])
+async def test_chinese_reasoning_for_chinese_prompt(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
+    body = chat_body("什么是背压？", tokens=10, think=30)
+    _, data = await sse_data(sim_client, sim, body)
+    entry = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert entry["options"]["lang"] == "zh"
     reasoning = entry["reasoning"]
     assert sum("\u4e00" <= char <= "\u9fff" for char in reasoning) > len(reasoning) / 2
 
 
 async def test_compatible_enable_thinking_without_stream_is_400(
-    sim: Sim, client: httpx.AsyncClient
+    sim: Simulator, sim_client: httpx.AsyncClient
 ) -> None:
-    body = _body("no stream", stream=False, tokens=5)
+    body = chat_body("no stream", stream=False, tokens=5)
     body["enable_thinking"] = True
-    response = await client.post(sim.chat_url, json=body)
+    response = await sim_client.post(sim.chat_url, json=body)
     assert response.status_code == 400
     request_id = response.json()["request_id"]
     assert (
@@ -751,19 +755,21 @@ async def test_compatible_enable_thinking_without_stream_is_400(
             f'"id":"chatcmpl-{request_id}","request_id":"{request_id}"}}'
         ).encode()
     )
-    entry = await _log(client, sim, f"chatcmpl-{request_id}")
+    entry = await log_entry(sim_client, sim, f"chatcmpl-{request_id}")
     assert entry["outcome"] == "rejected:400" and entry["enable_thinking"] is True
 
 
-async def test_compatible_non_stream_with_think_option(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_compatible_non_stream_with_think_option(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     """The think option (not enable_thinking) may think in one body, like DeepSeek-R1 does."""
-    response = await client.post(
-        sim.chat_url, json=_body("one body", stream=False, tokens=6, think=5)
+    response = await sim_client.post(
+        sim.chat_url, json=chat_body("one body", stream=False, tokens=6, think=5)
     )
     assert response.status_code == 200
     obj = response.json()
     message = obj["choices"][0]["message"]
-    entry = await _log(client, sim, obj["id"])
+    entry = await log_entry(sim_client, sim, obj["id"])
     reasoning, answer = _plans(entry)
     assert message == {
         "role": "assistant",
@@ -775,12 +781,12 @@ async def test_compatible_non_stream_with_think_option(sim: Sim, client: httpx.A
     assert entry["reasoning"] == "".join(reasoning) and entry["reasoning_tokens_sent"] == 5
 
 
-async def test_thinking_is_paced_after_ttft(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_thinking_is_paced_after_ttft(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     """ttft passes before the first reasoning token; the answer starts after the thinking."""
-    body = _body("pace", tokens=3, think=10, ttft=0.3, tps=50, coalesce=1)
+    body = chat_body("pace", tokens=3, think=10, ttft=0.3, tps=50, coalesce=1)
     start = time.monotonic()
     marks: list[tuple[float, dict[str, Any]]] = []
-    async with client.stream("POST", sim.chat_url, json=body) as response:
+    async with sim_client.stream("POST", sim.chat_url, json=body) as response:
         async for line in response.aiter_lines():
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
@@ -798,12 +804,12 @@ async def test_thinking_is_paced_after_ttft(sim: Sim, client: httpx.AsyncClient)
 # --------------------------------------------------------------------------------------------
 
 
-async def test_native_thinking_stream(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_thinking_stream(sim: Simulator, sim_client: httpx.AsyncClient) -> None:
     body = _native_body(
         "Explain server-sent events", tokens=20, think=15, seed=2, coalesce=1,
         parameters={"enable_thinking": True},
     )  # fmt: skip
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     messages = [_message(event) for event in events]
     assert all(list(m) == ["content", "reasoning_content", "role"] for m in messages)
@@ -817,38 +823,42 @@ async def test_native_thinking_stream(sim: Sim, client: httpx.AsyncClient) -> No
     assert usage["output_tokens"] == 35
     assert usage["output_tokens_details"] == {"reasoning_tokens": 15}
     assert _finish(events[-1]) == "stop"
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     reasoning, answer = _plans(entry)
     assert "".join(m["reasoning_content"] for m in thinking) == "".join(reasoning)
     assert entry["reasoning"] == "".join(reasoning) and entry["reasoning_tokens_sent"] == 15
     assert "".join(m["content"] for m in answering) == "".join(answer) == entry["text"]
     # The same thinking and answer as the compatible route for the same seed.
-    compat = _body("Explain server-sent events", tokens=20, think=15, seed=2)
-    _, data = await _events(client, sim, compat)
-    other = await _log(client, sim, json.loads(data[0])["id"])
+    compat = chat_body("Explain server-sent events", tokens=20, think=15, seed=2)
+    _, data = await sse_data(sim_client, sim, compat)
+    other = await log_entry(sim_client, sim, json.loads(data[0])["id"])
     assert other["reasoning"] == entry["reasoning"] and other["text"] == entry["text"]
 
 
-async def test_native_thinking_model_by_default(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_thinking_model_by_default(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     """qwq-plus thinks unless told not to; enable_thinking false lets it stream cumulatively."""
-    _, raw = await _native_raw(client, sim, _native_body("qwq", model="qwq-plus", tokens=5))
-    entry = await _log(client, sim, parse_native(raw)[0].obj["request_id"])
+    _, raw = await _native_raw(sim_client, sim, _native_body("qwq", model="qwq-plus", tokens=5))
+    entry = await log_entry(sim_client, sim, parse_native(raw)[0].obj["request_id"])
     assert entry["reasoning_tokens_sent"] == entry["options"]["think"] > 0
     body = _native_body(
         "qwq", model="qwq-plus", tokens=5, incremental=False,
         parameters={"enable_thinking": False},
     )  # fmt: skip
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     assert all(list(_message(event)) == ["content", "role"] for event in events)
 
 
-async def test_native_reasoning_field_variant(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_native_reasoning_field_variant(
+    sim: Simulator, sim_client: httpx.AsyncClient
+) -> None:
     body = _native_body("renamed", tokens=5, think=4, reasoning_field="reasoning")
-    _, raw = await _native_raw(client, sim, body)
+    _, raw = await _native_raw(sim_client, sim, body)
     events = parse_native(raw)
     assert all(list(_message(event)) == ["content", "reasoning", "role"] for event in events)
-    entry = await _log(client, sim, events[0].obj["request_id"])
+    entry = await log_entry(sim_client, sim, events[0].obj["request_id"])
     assert "".join(_message(event)["reasoning"] for event in events) == entry["reasoning"]
 
 
@@ -857,11 +867,11 @@ async def test_native_reasoning_field_variant(sim: Sim, client: httpx.AsyncClien
 # --------------------------------------------------------------------------------------------
 
 
-async def test_thinking_patterns_from_cli(client: httpx.AsyncClient) -> None:
-    with _run_simulator("--thinking-models", "custom-*") as custom:
+async def test_thinking_patterns_from_cli(sim_client: httpx.AsyncClient) -> None:
+    with running_simulator("--thinking-models", "custom-*") as custom:
         for model, thinks in (("custom-model", True), ("qwq-plus", False)):
-            _, data = await _events(client, custom, _body("x", model=model, tokens=3))
-            entry = await _log(client, custom, json.loads(data[0])["id"])
+            _, data = await sse_data(sim_client, custom, chat_body("x", model=model, tokens=3))
+            entry = await log_entry(sim_client, custom, json.loads(data[0])["id"])
             assert (entry["reasoning_tokens_sent"] > 0) is thinks, model
 
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from pytest_django import DjangoAssertNumQueries
 from pytest_django.fixtures import Settings
 
-from chat import usage
+from chat.accounts import usage
 from chat.exceptions import ClientError
 from chat.generation.records import saved_log, version_groups
 from chat.generation.turns import create_edit, create_retry, create_turn

@@ -10,13 +10,13 @@ from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
-from chat.comparisons import create_run
+from chat.accounts.usage import today
+from chat.compare.runs import create_run
 from chat.exceptions import ClientError
 from chat.generation.records import save_final
 from chat.generation.turns import create_retry, create_turn
 from chat.models import ComparisonRun, Conversation, DailyUsage, Message
 from chat.owners import Owner
-from chat.usage import today
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 
-from chat.conversations import purge_deleted
-from chat.fragments import MessageView, render_message
+from chat.conversations.work import purge_deleted
 from chat.models import Conversation, Message
+from chat.rendering.fragments import MessageView, render_message
 
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,5 @@
-"""The browser tests' shared pieces: Debian's chromium driven by Playwright (fixtures, which
-each browser module imports and re-exports, and the first steps most tests take).
+"""Debian's chromium driven by Playwright, and the first steps most browser tests take (the
+``browser``, ``page`` and ``problems`` fixtures in conftest.py are built from these).
 
 Skipped (with the reason in the summary) where chromium is not installed, unless
 STREAMSIDE_REQUIRE_BROWSER=1 (as in CI), where a missing browser fails the run instead.
@@ -7,6 +7,7 @@ STREAMSIDE_REQUIRE_BROWSER=1 (as in CI), where a missing browser fails the run i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import App
+from tests.support.app import App
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
@@ -28,8 +29,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextlib.contextmanager
+def launched_chromium() -> Iterator[Browser]:
+    """Chromium under Playwright, closed on the way out; skipped (or failed where a browser is
+    required) if it is not installed."""
     if CHROMIUM is None:
         if os.environ.get("STREAMSIDE_REQUIRE_BROWSER") == "1":
             pytest.fail(
@@ -44,22 +47,11 @@ def browser() -> Iterator[Browser]:
             instance.close()
 
 
-@pytest.fixture
-def problems() -> list[str]:
-    """Console errors (CSP violations among them) and uncaught exceptions seen on the page."""
-    return []
-
-
-@pytest.fixture
-def page(browser: Browser, app: App, problems: list[str]) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
+def watch_problems(page: Page, problems: list[str]) -> None:
+    """Console errors (CSP violations among them) and uncaught exceptions seen on the page
+    are appended to ``problems``; a test ends asserting it is empty."""
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda error: problems.append(str(error)))
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def open_new_chat(page: Page, app: App) -> None:

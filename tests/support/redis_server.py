@@ -3,16 +3,16 @@ shared with other tests and is left alone)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
-from tests.conftest import free_port, stop_process, wait_for_port
-from tests.support import unavailable
+from tests.support.processes import free_port, stop_process, wait_for_port
+from tests.support.services import unavailable
 
 
 class RedisServer:
@@ -68,11 +68,13 @@ class RedisServer:
         self.process.wait()
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+@contextlib.contextmanager
+def private_redis(tmp: Path) -> Iterator[RedisServer]:
+    """A started ``RedisServer`` keeping its files in ``tmp``, stopped on the way out (skipped,
+    or failed where services are required, if redis-server is not installed)."""
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp)
     server.start()
     try:
         yield server

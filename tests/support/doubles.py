@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-DATA = Path(__file__).parent / "data" / "llm"
+DATA = Path(__file__).resolve().parents[1] / "data" / "llm"
 SSE = {"content-type": "text/event-stream"}
 
 

@@ -9,6 +9,7 @@ sockets in that directory; nothing of it outlives the fixture.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -21,10 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from tests.conftest import free_port
-from tests.support import unavailable
+from tests.support.processes import free_port
+from tests.support.services import unavailable
 
 OWNER = "postgres"  # the OS user a root test process runs the cluster as
 
@@ -119,8 +119,10 @@ class PostgresServer:
             pass
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def private_cluster() -> Iterator[PostgresServer]:
+    """A started ``PostgresServer`` in a directory of its own, destroyed on the way out
+    (skipped, or failed where services are required, without the server binaries)."""
     bindir = postgres_bin()
     if bindir is None:
         unavailable("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
