@@ -5,46 +5,25 @@ shares a core with the simulator: every microsecond it spends per frame is added
 latency it measures. Sending is staggered so the streams' token clocks are out of phase, as
 with real users, instead of all ticking together.
 
-Everything that knows the app's frame HTML is in this module (``AppProtocol`` and the
-``app_*`` helpers), and it relies only on markers meant to stay: the ``data-seq`` attribute of
-a delta, the answer article's ``id="message-N"`` and its ``data-status`` (``streaming`` while
-live, anything else once final). The rest of the markup may shrink without breaking the bench.
+The app's protocol is in ``bench.client_app`` (everything that knows its frame HTML), the
+baseline's in ``bench.client_baseline`` and the socket plumbing in ``bench.client_socket``;
+this module holds what they share (prompts, records, frames, the protocol interface) and the
+running of streams, which is the same for both servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
-import json
-import re
-import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-import websockets
-
-from tests.support.app import App
+from bench.client_socket import tcp_bytes_received, ws_extensions
 
 OPEN_CONCURRENCY = 50
 """Sockets opened at once: enough to be quick, few enough not to trip Daphne's backlog."""
-STUCK_RCVBUF = 4096
-"""Receive buffer of a socket that stops reading (the kernel doubles it): TCP backs up soon."""
-TCPI_BYTES_RECEIVED = 128
-"""Offset of ``tcpi_bytes_received`` (u64) in Linux's ``struct tcp_info`` (since 4.1; checked
-against ``ss -tin``'s ``bytes_received``): the TCP payload bytes this socket has received."""
-
-NEW_CONVERSATION = re.compile(r"/c/(\d+)/$")
-ARTICLE_TAG = re.compile(r"<article\b[^>]*>")
-ATTRIBUTE = re.compile(r'([\w-]+)="([^"]*)"')
-# A delta: any element but an article that carries data-seq; its text runs to the next tag
-# (the text is escaped, so it holds no "<").
-SEQ_ELEMENT = re.compile(r'<(?!article\b)[A-Za-z][\w-]*\b[^>]*\bdata-seq="(\d+)"[^>]*>([^<]*)')
-TAG = re.compile(r"<[^>]+>")
 
 
 @dataclass(frozen=True)
@@ -103,66 +82,6 @@ class ParsedFrame:
     deltas: tuple[tuple[int, str], ...] = ()
 
 
-def ws_frame_bytes(payload: str) -> int:
-    """Bytes of one unmasked server text frame sent uncompressed (its payload and header); with
-    permessage-deflate the payload is what the client library hands over, decompressed."""
-    size = len(payload.encode())
-    header = 2 if size < 126 else 4 if size < 65536 else 10
-    return size + header
-
-
-def tcp_bytes_received(ws: Any) -> int | None:
-    """The TCP payload bytes a websocket's socket has received so far (Linux ``TCP_INFO``), or
-    None where that cannot be read."""
-    try:
-        sock = ws.transport.get_extra_info("socket")
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    except (AttributeError, OSError):
-        return None
-    if len(info) < TCPI_BYTES_RECEIVED + 8:
-        return None  # a kernel older than 4.1
-    return int(struct.unpack_from("=Q", info, TCPI_BYTES_RECEIVED)[0])
-
-
-def ws_extensions(ws: Any) -> str:
-    """The extensions the server accepted: its ``Sec-WebSocket-Extensions`` header ("" if none)."""
-    response = getattr(ws, "response", None)
-    return ", ".join(response.headers.get_all("Sec-WebSocket-Extensions")) if response else ""
-
-
-async def ws_connect(
-    url: str,
-    headers: dict[str, str] | None = None,
-    origin: str | None = None,
-    *,
-    stuck: bool,
-    compress: bool = False,
-) -> Any:
-    """A client websocket; ``stuck``: a tiny kernel receive buffer and a one-message queue, so
-    that once its owner stops calling ``recv`` TCP backs up into the server within a few KB.
-    ``compress``: offer permessage-deflate as browsers do (``permessage-deflate;
-    client_max_window_bits``); otherwise no extension is offered."""
-    options: dict[str, Any] = {
-        "max_size": None,
-        "compression": "deflate" if compress else None,
-        "ping_interval": None,  # no pings: a loaded server must not be judged dead mid-level
-        "open_timeout": 30,
-    }
-    if stuck:
-        host, port = re.match(r"ws://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STUCK_RCVBUF)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        options.update(sock=sock, max_queue=1)
-    return await websockets.connect(
-        url,
-        additional_headers=headers,
-        origin=origin,  # type: ignore[arg-type]
-        **options,
-    )
-
-
 class StreamProtocol(Protocol):
     """How the load client talks to one server under test."""
 
@@ -183,158 +102,6 @@ class StreamProtocol(Protocol):
     def parse(self, record: StreamRecord) -> list[ParsedFrame]:
         """Every frame of a finished record, after the level (where time does not count)."""
         ...
-
-
-# --- The app: htmx ws-send JSON in, HTML frames out --------------------------------------------
-
-
-@dataclass(frozen=True)
-class AppSeat:
-    """One browser: its session cookie, the worker it talks to and the conversation it uses."""
-
-    app: App
-    cookie: str
-    conversation_id: int
-
-
-def _attrs(tag: str) -> dict[str, str]:
-    return {k: html.unescape(v) for k, v in ATTRIBUTE.findall(tag)}
-
-
-def app_articles(frame: str) -> list[dict[str, str]]:
-    """The attributes of every ``<article>`` in a frame."""
-    return [_attrs(tag) for tag in ARTICLE_TAG.findall(frame)]
-
-
-def app_answer_id(frame: str) -> int | None:
-    """The id of the answer a turn frame starts: its article is the one still streaming."""
-    for article in app_articles(frame):
-        if article.get("data-status") == "streaming" and article.get("data-role") != "user":
-            ident = article.get("id", "")
-            if ident.startswith("message-") and ident[8:].isdigit():
-                return int(ident[8:])
-    return None
-
-
-def app_final_status(frame: str, answer_id: int) -> str | None:
-    """The answer's final ``data-status`` if this frame ends it (its article, no longer live)."""
-    if f'id="message-{answer_id}"' not in frame:  # cheap test first: it runs per frame
-        return None
-    for article in app_articles(frame):
-        if article.get("id") == f"message-{answer_id}":
-            status = article.get("data-status", "")
-            if status and status != "streaming":
-                return status
-    return None
-
-
-def app_deltas(frame: str) -> list[tuple[int, str]]:
-    """``(seq, text)`` of every delta in a frame: the elements that carry ``data-seq``."""
-    return [(int(seq), html.unescape(text)) for seq, text in SEQ_ELEMENT.findall(frame)]
-
-
-class AppProtocol:
-    """Streamside: a session and a conversation per stream, spread round-robin over workers."""
-
-    name = "app"
-
-    def __init__(self, apps: Sequence[App]) -> None:
-        self.apps = list(apps)
-
-    def prepare(self, count: int) -> list[AppSeat]:
-        """One session per stream, each with a new conversation.
-
-        A session cannot hold several new conversations (the app reuses its untouched one), and
-        one session per stream is what real users look like anyway.
-        """
-        return [self._seat(self.apps[i % len(self.apps)]) for i in range(count)]
-
-    @staticmethod
-    def _seat(app: App) -> AppSeat:
-        with httpx.Client(base_url=app.url, timeout=30, follow_redirects=True) as http:
-            http.get("/").raise_for_status()
-            token = http.cookies.get("csrftoken", "")
-            response = http.post("/c/new/", headers={"X-CSRFToken": token}, follow_redirects=False)
-            match = NEW_CONVERSATION.search(response.headers.get("location", ""))
-            if response.status_code != 302 or match is None:
-                raise RuntimeError(f"could not create a conversation: HTTP {response.status_code}")
-            cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
-        return AppSeat(app, cookie, int(match.group(1)))
-
-    async def connect(self, seat: AppSeat, *, stuck: bool = False, compress: bool = False) -> Any:
-        url = f"ws://127.0.0.1:{seat.app.port}/ws/c/{seat.conversation_id}/"
-        return await ws_connect(
-            url, {"Cookie": seat.cookie}, seat.app.url, stuck=stuck, compress=compress
-        )
-
-    async def send(self, ws: Any, prompt: Prompt) -> None:
-        await ws.send(json.dumps({"action": "send", "message": prompt.text, "HEADERS": {}}))
-
-    def watch(self, record: StreamRecord, raw: str) -> bool:
-        if record.answer_id is None:
-            record.answer_id = app_answer_id(raw)
-        elif (status := app_final_status(raw, record.answer_id)) is not None:
-            record.final_status = status
-            return True
-        if 'class="alert"' in raw:
-            record.error = "alert: " + html.unescape(TAG.sub("", raw)).strip()
-            return True
-        return False
-
-    def parse(self, record: StreamRecord) -> list[ParsedFrame]:
-        out = []
-        for index, (at, raw) in enumerate(record.frames):
-            size = ws_frame_bytes(raw)
-            deltas = tuple(app_deltas(raw))
-            if deltas:
-                kind = "delta"
-            elif record.answer_id is not None and app_final_status(raw, record.answer_id):
-                kind = "final"
-            else:
-                kind = "turn" if index == 0 else "other"
-            out.append(ParsedFrame(at, size, kind, deltas))
-        return out
-
-
-# --- The baseline relay: {"prompt"} in, {"d": delta} ... {"done": true} out ------------------
-
-
-class BaselineProtocol:
-    """``bench.baseline``: no session, no conversation, just a socket and a prompt."""
-
-    name = "baseline"
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def prepare(self, count: int) -> list[None]:
-        return [None] * count
-
-    async def connect(self, seat: None, *, stuck: bool = False, compress: bool = False) -> Any:
-        return await ws_connect(f"ws://127.0.0.1:{self.port}/ws/", stuck=stuck, compress=compress)
-
-    async def send(self, ws: Any, prompt: Prompt) -> None:
-        await ws.send(json.dumps({"prompt": prompt.text}))
-
-    def watch(self, record: StreamRecord, raw: str) -> bool:
-        if raw.startswith('{"d"'):
-            return False
-        if raw.startswith('{"done"'):
-            record.final_status = "complete"
-        else:
-            record.error = raw[:200]
-        return True
-
-    def parse(self, record: StreamRecord) -> list[ParsedFrame]:
-        out = []
-        for seq, (at, raw) in enumerate(record.frames):
-            message = json.loads(raw)
-            if "d" in message:
-                out.append(ParsedFrame(at, ws_frame_bytes(raw), "delta", ((seq, message["d"]),)))
-            else:
-                kind = "final" if message.get("done") else "other"
-                out.append(ParsedFrame(at, ws_frame_bytes(raw), kind))
-        return out
 
 
 # --- Running streams ------------------------------------------------------------------------
@@ -360,6 +127,8 @@ async def open_sockets(
 
 
 async def close_sockets(sockets: Sequence[Any]) -> None:
+    """Close every socket, whatever state it is in: one that failed must not keep the rest open."""
+
     async def close(ws: Any) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), 5)

@@ -14,88 +14,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
-import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from bench.client import AppProtocol, BaselineProtocol, Prompt, make_prompt
-from bench.phases import Bench, LevelResult, Pace, StuckPlan, Target, tokens_for_chars
-from bench.procs import HardLimit, Servers, clear_sim_log, hard_limit, running_servers
-from bench.report import BytesResult, Results, render, write_json
-
-PLATEAU_GAIN = 1.05  # a throughput level must beat the best so far by 5% to count as growth
-
-
-@dataclass(frozen=True)
-class Config:
-    """What to run; ``--quick`` and ``--smoke`` swap in shorter variants."""
-
-    levels: tuple[int, ...] = (1, 100, 200, 500)
-    single_rounds: int = 3
-    tps: float = 40.0
-    tokens: int = 200
-    ttft: float = 0.2
-    stagger_s: float = 1.0
-    throughput_levels: tuple[int, ...] = (50, 100, 150, 200, 300, 400)
-    throughput_tps: float = 400.0
-    throughput_tokens: int = 600
-    bytes_chars: tuple[int, ...] = (1_000, 10_000)
-    bytes_tps: float = 40.0
-    stuck: bool = True
-    stuck_streams: int = 50
-    stuck_fill_sim: dict[str, Any] = field(
-        default_factory=lambda: {"tokens": 20000, "tps": 20000, "ttft": 0, "seed": 1}
-    )
-    stuck_fill_s: float = 10.0
-    stuck_fill_min: int = 4
-    stuck_long_tps: float = 1000.0
-    enter_sends: int = 20
-    profile: bool = False
-    profile_level: int = 200
-    profile_rate_hz: int = 250
-    budget_s: float = 600.0
-    hard_limit_s: int = 720
-    smoke: bool = False
-
-
-QUICK = Config(
-    levels=(1, 50),
-    single_rounds=1,
-    throughput_levels=(50, 100),
-    throughput_tokens=400,
-    bytes_chars=(1_000,),
-    stuck_fill_s=6.0,
-    stuck_fill_min=3,
-    enter_sends=10,
-    profile_level=50,
-    budget_s=150.0,
-    hard_limit_s=240,
-)
-SMOKE = Config(
-    levels=(1, 10),
-    single_rounds=1,
-    tokens=40,
-    throughput_levels=(10,),
-    throughput_tokens=200,
-    bytes_chars=(1_000,),
-    stuck_streams=10,
-    stuck_fill_sim={"tokens": 5000, "tps": 10000, "ttft": 0, "seed": 1},
-    stuck_fill_s=3.0,
-    stuck_fill_min=2,
-    enter_sends=5,
-    profile_level=10,
-    budget_s=75.0,
-    hard_limit_s=150,
-    smoke=True,
-)
+from bench.client_app import AppProtocol
+from bench.client_baseline import BaselineProtocol
+from bench.phase_types import Target
+from bench.phases import Bench
+from bench.procs import HardLimit, Servers, hard_limit, running_servers
+from bench.relay_config import config_from
+from bench.relay_run import Run, measure
+from bench.report import render
+from bench.report_results import Results, write_json
+from bench.revision import app_revision
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; the module docstring is the ``--help`` description."""
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 and 50 streams, ~2 minutes")
@@ -133,254 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _levels(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-
-
-def config_from(args: argparse.Namespace) -> Config:
-    config = SMOKE if args.smoke else QUICK if args.quick else Config()
-    levels = _levels(args.streams) or config.levels
-    throughput = () if args.no_throughput else _levels(args.throughput) or config.throughput_levels
-    profile_level = config.profile_level if config.profile_level in levels else max(levels)
-    return Config(
-        **{
-            **asdict(config),
-            "levels": levels,
-            "throughput_levels": throughput,
-            "bytes_chars": () if args.no_bytes else config.bytes_chars,
-            "stuck": args.stuck_reader,
-            "enter_sends": config.enter_sends if args.enter is None else args.enter,
-            "profile": args.profile,
-            "profile_level": profile_level,
-            "profile_rate_hz": args.profile_rate,
-            "tokens": args.tokens or config.tokens,
-            "tps": args.tps or config.tps,
-        }
-    )
-
-
-@dataclass
-class Run:
-    """The bench, both servers under test and what has been measured so far."""
-
-    bench: Bench
-    app: Target
-    base: Target
-    config: Config
-    results: Results
-
-
-async def latency_levels(run: Run) -> None:
-    """Each level against the app, then against the baseline, a few seconds apart."""
-    config, bench, results = run.config, run.bench, run.results
-    pace = Pace(tps=config.tps, tokens=config.tokens, ttft=config.ttft)
-    for streams in config.levels:
-        rounds = config.single_rounds if streams == 1 else 1
-        needed = 2 * (pace.answer_s * rounds + streams * 0.03)
-        if bench.time_left() < needed + 10:
-            results.notes.append(f"{streams}-stream level skipped: time budget")
-            continue
-        profile = None
-        if config.profile and streams == config.profile_level:
-            profile = (config.profile_rate_hz, 120)  # stopped when the level ends
-        name = f"lat{streams}"
-        level = await bench.run_level(run.app, name, streams, pace, rounds=rounds, profile=profile)
-        results.levels.append(level)
-        if level.profile is not None:
-            results.profile = level.profile
-        _progress(level)
-        base = await bench.run_level(run.base, name, streams, pace, rounds=rounds)
-        results.base_levels.append(base)
-        _progress(base)
-
-
-def bytes_prompts(tag: str, config: Config) -> list[tuple[int, Prompt]]:
-    """Per answer length: the tokens that make this prompt's answer that long, and the prompt
-    (the simulator's text depends on the prompt, so each server's is sized on its own)."""
-    out = []
-    for i, chars in enumerate(config.bytes_chars):
-        marker = f"bench-{tag}-bytes-0-{i:04d}"
-        probe = make_prompt(marker, topic="websocket framing overhead")
-        count = tokens_for_chars(probe.text, chars, seed=i)
-        options = {"tps": config.bytes_tps, "tokens": count, "ttft": config.ttft}
-        prompt = make_prompt(
-            marker, topic="websocket framing overhead", **options, coalesce=1, seed=i
-        )
-        out.append((count, prompt))
-    return out
-
-
-async def bytes_phase(run: Run) -> None:
-    """One answer per length at the normal pace, no stamps (they'd be text); the app and the
-    baseline at once (a handful of streams: bytes hardly depend on timing). Each answer has a
-    socket of its own that offers permessage-deflate as a browser does: its payload bytes and
-    its TCP bytes (the wire) are both reported, with the compression the server accepted."""
-    config, bench, results = run.config, run.bench, run.results
-    if not config.bytes_chars:
-        return
-    plans = {target.tag: bytes_prompts(target.tag, config) for target in (run.app, run.base)}
-    longest = max(count for plan in plans.values() for count, _ in plan)
-    pace = Pace(tps=config.bytes_tps, tokens=longest, ttft=config.ttft, stamp=False)
-    if bench.time_left() < pace.answer_s + 10:
-        results.notes.append("bytes phase skipped: time budget")
-        return
-    await asyncio.to_thread(clear_sim_log, bench.simulator)
-    levels = await asyncio.gather(
-        *(
-            bench.run_level(
-                target,
-                "bytes",
-                len(config.bytes_chars),
-                pace,
-                prompts=[prompt for _, prompt in plans[target.tag]],
-                clear_log=False,
-                wire=True,
-            )
-            for target in (run.app, run.base)
-        )
-    )
-    results.bytes_pace = f"{config.bytes_tps:g} tok/s, one token per SSE chunk, no stamps"
-    results.bytes_tps = config.bytes_tps
-    outs = (results.bytes, results.base_bytes)
-    for target, level, out in zip((run.app, run.base), levels, outs, strict=True):
-        counts = [count for count, _ in plans[target.tag]]
-        for chars, count, facts in zip(config.bytes_chars, counts, level.facts, strict=True):
-            out.append(
-                BytesResult(
-                    target_chars=chars,
-                    tokens=count,
-                    chars=facts.answer_chars,
-                    answer_bytes=facts.answer_bytes,
-                    frames=facts.frames,
-                    payload_bytes=facts.bytes_total,
-                    wire_bytes=facts.wire_bytes,
-                    extensions=facts.extensions,
-                    turn_bytes=facts.bytes_turn,
-                    delta_bytes=facts.bytes_deltas,
-                    final_bytes=facts.bytes_final,
-                    verdict=facts.verdict,
-                )
-            )
-    for who, answers in (("app", results.bytes), ("baseline", results.base_bytes)):
-        figures = ", ".join(
-            f"{b.payload_ratio:.2f} payload / {b.wire_ratio:.2f} wire" for b in answers
-        )
-        compression = ", ".join(sorted({b.compression for b in answers}))
-        print(f"  {who} bytes per answer byte: {figures} ({compression})", file=sys.stderr)
-
-
-async def throughput_phase(run: Run, target: Target, out: list[LevelResult]) -> None:
-    """Raise concurrency with a fast upstream until delivered tokens/s stops growing."""
-    config, bench = run.config, run.bench
-    pace = Pace(tps=config.throughput_tps, tokens=config.throughput_tokens, ttft=config.ttft)
-    best = 0.0
-    for streams in config.throughput_levels:
-        expected = max(pace.answer_s, streams * pace.tokens / best if best else 0.0)
-        if bench.time_left() < expected + config.stagger_s + streams * 0.03 + 15:
-            run.results.notes.append(f"{target.who} throughput level {streams} skipped: time")
-            break
-        level = await bench.run_level(target, f"tput{streams}", streams, pace)
-        out.append(level)
-        _progress(level)
-        rate = level.summary.aggregate_tps
-        if not math.isnan(rate) and rate < best * PLATEAU_GAIN:
-            break
-        best = max(best, rate) if not math.isnan(rate) else best
-
-
-async def stuck_phase(run: Run) -> None:
-    """N answers alone and beside a socket that stopped reading, on the app then the baseline."""
-    config, bench = run.config, run.bench
-    pace = Pace(tps=config.tps, tokens=config.tokens, ttft=config.ttft)
-    plan = stuck_plan(config, pace)
-    for target in (run.app, run.base):
-        if bench.time_left() < 3 * pace.answer_s + config.stuck_fill_s + 30:
-            run.results.notes.append(f"{target.who} stuck-reader phase skipped: time budget")
-            return
-        result = await bench.stuck_reader(target, config.stuck_streams, pace, plan)
-        run.results.stuck.append(result)
-        print(
-            f"  {target.who} stuck reader: p99 {result.clean.summary.p99_ms:.1f} -> "
-            f"{result.stuck.summary.p99_ms:.1f} ms, RSS +{result.rss_growth_mb:.1f} MB; "
-            f"{result.fill}; {result.fate}; {result.upstream}",
-            file=sys.stderr,
-        )
-
-
-def stuck_plan(config: Config, pace: Pace) -> StuckPlan:
-    """Fast answers to fill the kernel, then one long answer that lasts the measured phase."""
-    phase_s = pace.answer_s + config.stagger_s + 2.0
-    long_sim = {
-        "tokens": max(100, int(config.stuck_long_tps * phase_s)),
-        "tps": config.stuck_long_tps,
-        "ttft": 0,
-        "seed": 2,
-    }
-    return StuckPlan(config.stuck_fill_sim, long_sim, config.stuck_fill_s, config.stuck_fill_min)
-
-
-async def enter_phase(run: Run) -> None:
-    """Enter -> upstream request on the idle app, then on the idle baseline."""
-    if run.config.enter_sends <= 0:
-        return
-    for target in (run.app, run.base):
-        result = await run.bench.enter_to_upstream(target, run.config.enter_sends)
-        run.results.enter.append(result)
-        print(f"  {target.who} Enter -> upstream: p50 {result.p50_ms:.1f} ms", file=sys.stderr)
-
-
-def _progress(level: LevelResult) -> None:
-    s = level.summary
-    print(
-        f"  {level.who} {level.name}: p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms, "
-        f"{s.complete}/{s.streams} ok, {s.aggregate_tps:,.0f} tok/s, "
-        f"CPU {level.app_cpu_share * 100:.0f}%, {level.wall_s:.1f} s",
-        file=sys.stderr,
-    )
-
-
-async def warm_up(run: Run) -> None:
-    """Both servers answer once before anything is measured; a failure here means the bench
-    cannot speak to a server (a protocol change, a crash), which must not pass as figures."""
-    for target in (run.app, run.base):
-        await run.bench.warm_up(target)
-    run.results.rss_idle_kb = run.app.rss_idle_kb
-    run.results.base_rss_idle_kb = run.base.rss_idle_kb
-
-
-async def measure(run: Run) -> None:
-    await warm_up(run)
-    await enter_phase(run)
-    # Before the big levels: CPython keeps the memory they free, and a later phase reusing it
-    # would show no RSS growth whatever it kept.
-    if run.config.stuck:
-        await stuck_phase(run)
-    await latency_levels(run)
-    await bytes_phase(run)
-    for target, out in ((run.app, run.results.throughput), (run.base, run.results.base_throughput)):
-        await throughput_phase(run, target, out)
-
-
-def app_revision() -> str:
-    """The commit under test, and which app files differ from it (others edit them live)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        except OSError:
-            return ""
-        return done.stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "chat", "chatsite", "templates", "simulator")
-    files = [line.split(maxsplit=1)[-1] for line in dirty.splitlines() if line.strip()]
-    return head + (f" + uncommitted changes in {', '.join(files)}" if files else "")
-
-
 def _targets(servers: Servers) -> tuple[Target, Target]:
+    """The two servers under test as the phases see them."""
     app = Target("app", "app", AppProtocol([servers.app]), [servers.app_process.pid])
     base = Target(
         "baseline", "base", BaselineProtocol(servers.baseline.port), [servers.baseline_process.pid]
@@ -389,6 +81,7 @@ def _targets(servers: Servers) -> tuple[Target, Target]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the servers, run the phases, print the report; the status says if the bench worked."""
     args = parse_args(argv)
     config = config_from(args)
     started = time.monotonic()
