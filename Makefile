@@ -56,11 +56,14 @@ lint: install
 
 ## bench: relay latency, throughput, bytes per answer byte, memory, a stuck reader and Enter ->
 ## upstream, each against the baseline relay measured in the same run (not part of the tests),
-## then bench-page. BENCH_ARGS passes options: `make bench BENCH_ARGS=--smoke` (about a minute,
-## never fails a target; what CI runs), --quick, --streams 1,100,200 ...
+## then bench-page, then bench.markdown (live markdown splitting in a long code fence, old
+## algorithm vs new; it takes only --smoke of BENCH_ARGS, its own options in
+## BENCH_MARKDOWN_ARGS). BENCH_ARGS passes options: `make bench BENCH_ARGS=--smoke` (about a
+## minute, never fails a target; what CI runs), --quick, --streams 1,100,200 ...
 bench: install
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
 	$(BIN)/python -m bench.page $(BENCH_PAGE_ARGS)
+	$(BIN)/python -m bench.markdown $(filter --smoke,$(BENCH_ARGS)) $(BENCH_MARKDOWN_ARGS)
 
 ## bench-page: the chat page's JavaScript (raw, gzipped) and its server render time, 200 messages
 bench-page: install

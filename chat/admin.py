@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.contrib import admin
 from django.db.models import Field
 from django.http import HttpRequest
 
+from chat import provider_rules
 from chat.models import Conversation, DailyUsage, Message, Provider
 
 
@@ -27,14 +27,26 @@ class ProviderAdmin(admin.ModelAdmin):
     ) -> Any:
         if db_field.name == "base_url":
             kwargs["assume_scheme"] = "https"  # a bare host means https, as Django 6 will
+            kwargs["help_text"] = (
+                f"{db_field.help_text}. http or https only; this server sends the key there."
+            )
+        if db_field.name == "api_key_env":
+            # The rule (chat/provider_rules.py), told before it refuses a save.
+            kwargs["help_text"] = (
+                "The NAME of the environment variable holding the key: one ending in _API_KEY "
+                "(e.g. OPENAI_API_KEY) or listed in CHAT_PROVIDER_KEY_VARIABLES; never "
+                "SECRET_KEY, DATABASE_URL or REDIS_URL. Leave empty for servers without keys."
+            )
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(boolean=True, description="key set")
     def key_present(self, provider: Provider) -> bool | None:
-        """Whether the named variable is set on this server (never its value)."""
+        """Whether the named variable is set and may be sent (never its value): a variable the
+        rules refuse shows as not set, as it is never sent."""
         if not provider.api_key_env:
             return None
-        return bool(os.environ.get(provider.api_key_env))
+        value, _refused = provider_rules.read_key(provider.api_key_env)
+        return value is not None
 
 
 class MessageInline(admin.TabularInline):
@@ -61,7 +73,10 @@ class MessageAdmin(admin.ModelAdmin):
 class DailyUsageAdmin(admin.ModelAdmin):
     """Read-only: the relay counts; nobody edits history."""
 
-    list_display = ("day", "user", "requests", "prompt_tokens", "completion_tokens", "total_tokens")
+    list_display = (
+        "day", "user", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
+        "estimated_tokens",
+    )  # fmt: skip
     list_filter = ("day",)
     search_fields = ("user__username",)
     date_hierarchy = "day"

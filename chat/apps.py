@@ -9,8 +9,7 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from django.contrib.auth.signals import user_logged_out
+        from chat.accounts import signals
 
-        from chat.accounts.signals import close_sockets_on_logout
-
-        user_logged_out.connect(close_sockets_on_logout, dispatch_uid="chat-close-sockets")
+        # Sign-out, password changes, deactivation and deleted sessions close sockets.
+        signals.connect()

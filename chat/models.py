@@ -9,6 +9,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from chat import provider_rules
+
 env_var_name = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_]*$",
     "Give the NAME of an environment variable (letters, digits and _), never the key itself.",
@@ -80,8 +82,21 @@ class Provider(models.Model):
         return list(dict.fromkeys(name for name in names if name))
 
     def clean(self) -> None:
+        """The rules a provider is held to wherever it is saved (the admin, ``set_provider``):
+        a key variable that is a provider key's, never a server secret; http(s) only."""
+        problems: dict[str, str] = {}
         if not self.model_names:
-            raise ValidationError({"model_list": "Name at least one model."})
+            problems["model_list"] = "Name at least one model."
+        # A malformed name is the field validator's to report, once.
+        if provider_rules.VARIABLE_NAME.match(self.api_key_env or ""):
+            key_problem = provider_rules.key_variable_problem(self.api_key_env)
+            if key_problem:
+                problems["api_key_env"] = key_problem
+        url_problem = provider_rules.base_url_problem(self.base_url or "")
+        if url_problem:
+            problems["base_url"] = url_problem
+        if problems:
+            raise ValidationError(problems)
 
 
 class Conversation(models.Model):
@@ -182,6 +197,9 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The three counts above are our estimate (``usage.estimate_tokens``), not the upstream's:
+    # the answer was stopped or cut off before the server reported usage.
+    tokens_estimated = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     # While streaming, the worker generating it touches this every save interval: an answer
@@ -276,6 +294,9 @@ class DailyUsage(models.Model):
     requests = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    # Of the tokens above, how many are estimates (answers stopped or cut off before their
+    # upstream reported usage; see ``Message.tokens_estimated``).
+    estimated_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-day", "user_id"]

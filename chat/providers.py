@@ -3,7 +3,8 @@
 The default provider comes from the environment (``LLM_API_BASE``, ``LLM_API_KEY``,
 ``LLM_API_PROTOCOL``, ``LLM_MODELS``); more are rows of ``Provider``, added in the admin.
 Keys never enter the database or a page: a provider names the environment variable that
-holds its key, read when a request is made.
+holds its key, read when a request is made, and only one ``provider_rules`` allows (never the
+server's own secrets, whatever the row says).
 
 In forms a choice is one string: the bare model name for the default provider (so the values
 that existed before providers keep working) and ``p<id>:<model>`` for the others.
@@ -11,7 +12,7 @@ that existed before providers keep working) and ``p<id>:<model>`` for the others
 
 from __future__ import annotations
 
-import os
+import logging
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,9 +20,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.translation import gettext
 
+from chat import provider_rules
 from chat.exceptions import ClientError
 from chat.models import Conversation, Provider
 from chat.rendering.i18n import upstream_message
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_KEY = "default"
 _CHOICE_RE = re.compile(r"^p(\d+):(.+)$", re.DOTALL)
@@ -56,21 +60,55 @@ class Upstream:
         return None if self.key == DEFAULT_KEY else int(self.key)
 
     def api_key(self) -> str | None:
-        """Read when a request is made, so a key lives only in the environment."""
+        """Read when a request is made, so a key lives only in the environment. A variable the
+        rules refuse (``provider_rules``: a server secret, not a key's name) gives None, so a
+        row that got past ``problem`` still sends no secret."""
         if self.key == DEFAULT_KEY:
             return settings.LLM_API_KEY or None
         if not self.api_key_env:
             return None  # a server without keys (a local vLLM, Ollama, llama.cpp)
-        return os.environ.get(self.api_key_env) or None
+        value, refused = provider_rules.read_key(self.api_key_env)
+        if refused:
+            logger.error("provider %s (#%s): its key is not sent: %s", self.name, self.key, refused)
+        return value
 
-    def missing_key(self) -> str | None:
-        """Why this provider cannot be asked (its key variable is unset), or None."""
-        if self.api_key_env and not os.environ.get(self.api_key_env):
+    def problem(self) -> str | None:
+        """Why this provider cannot be asked, for the person sending, or None. Never names the
+        key variable (users need not know the server's environment); the log does, for staff."""
+        if provider_rules.base_url_problem(self.base_url):
+            logger.warning("provider %s (#%s): base URL is not http(s)", self.name, self.key)
             return gettext(
-                "The provider “%(name)s” has no API key: the environment variable "
-                "%(variable)s is not set on the server."
-            ) % {"name": self.name, "variable": self.api_key_env}
+                "The provider “%(name)s” has an address this server does not use (only http "
+                "and https): ask an administrator to fix it."
+            ) % {"name": self.name}
+        if self.key == DEFAULT_KEY or not self.api_key_env:
+            return None
+        value, refused = provider_rules.read_key(self.api_key_env)
+        if refused:
+            logger.warning(
+                "provider %s (#%s): key variable %s refused: %s",
+                self.name, self.key, self._variable_for_log(), refused,
+            )  # fmt: skip
+            return gettext(
+                "The provider “%(name)s” is not allowed to use the API key it names: ask an "
+                "administrator to fix it."
+            ) % {"name": self.name}
+        if value is None:
+            logger.warning(
+                "provider %s (#%s): key variable %s is not set on this server",
+                self.name, self.key, self._variable_for_log(),
+            )  # fmt: skip
+            return gettext(
+                "The provider “%(name)s” has no API key on this server: ask an administrator "
+                "to set it."
+            ) % {"name": self.name}
         return None
+
+    def _variable_for_log(self) -> str:
+        """The key variable's name for the log, unless it is no name (maybe a pasted key)."""
+        if provider_rules.VARIABLE_NAME.match(self.api_key_env):
+            return self.api_key_env
+        return "(not a variable name)"
 
     def choice(self, model: str) -> str:
         return choice_value(self.provider_id, model)

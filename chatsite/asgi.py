@@ -14,10 +14,10 @@ django_asgi_app = get_asgi_application()  # before importing anything that touch
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.live.compression import enable_under_daphne  # noqa: E402
+from chat.live.origin import SameOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 SIMULATOR_PREFIX = "/simulator"
@@ -51,8 +51,7 @@ if settings.WEBSOCKET_COMPRESSION:
 application = ProtocolTypeRouter(
     {
         "http": _http_app(),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # Scheme, host and port must match the site's (chat/live/origin.py), not the host only.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -81,6 +81,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside SessionMiddleware: a request's password change or deleted session closes or
+    # renews sockets once the session is saved (chat/accounts/signals.py).
+    "chat.accounts.middleware.account_events",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The language: the django_language cookie (set by the page's switcher), else the
     # browser's Accept-Language. No URL prefixes: the URLs are a documented contract.
@@ -182,6 +185,8 @@ CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", False)
 CHAT_DAILY_TOKEN_LIMIT = int(os.environ.get("CHAT_DAILY_TOKEN_LIMIT", "0") or 0)
 # Answers one user (or demo session) may request per minute; 0 for no limit.
 CHAT_RATE_LIMIT = int(os.environ.get("CHAT_RATE_LIMIT", "30") or 0)
+# Answers one user (or demo session) may have streaming at once, across all workers; 0: no cap.
+CHAT_MAX_CONCURRENT = int(os.environ.get("CHAT_MAX_CONCURRENT", "4") or 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
@@ -300,6 +305,9 @@ DASHSCOPE_NATIVE_BASE = "https://dashscope.aliyuncs.com/api/v1"
 PORT = int(os.environ.get("PORT", "8000"))
 
 LLM_API_KEY = os.environ.get("LLM_API_KEY", "") or os.environ.get("DASHSCOPE_API_KEY", "")
+# Variables a provider added in the admin may name as its key, besides names ending in
+# _API_KEY; SECRET_KEY, DATABASE_URL and REDIS_URL are refused even here (chat/provider_rules.py).
+CHAT_PROVIDER_KEY_VARIABLES = env_list("CHAT_PROVIDER_KEY_VARIABLES", [])
 # "openai" (chat completions, also DashScope's compatible mode) or "dashscope" (native SSE).
 LLM_API_PROTOCOL = os.environ.get("LLM_API_PROTOCOL", "openai").strip().lower() or "openai"
 if LLM_API_PROTOCOL not in {"openai", "dashscope"}:
@@ -360,4 +368,9 @@ STREAM_SHUTDOWN_GRACE = env_float("STREAM_SHUTDOWN_GRACE_MS", 10000.0) / 1000
 STREAM_ORPHAN_AFTER = max(
     env_float("STREAM_ORPHAN_AFTER_MS", 10000.0) / 1000, 3 * STREAM_SAVE_INTERVAL
 )
+# How often a signed-in socket re-reads its session (still there, the user still active, the
+# password unchanged), catching what no signal announced (a raw DELETE, expiry). 0: never.
+STREAM_SESSION_CHECK = env_float("STREAM_SESSION_CHECK_MS", 60000.0) / 1000
+if STREAM_SESSION_CHECK < 0:
+    raise ImproperlyConfigured("STREAM_SESSION_CHECK_MS must be 0 (never) or more.")
 CHAT_MAX_MESSAGE_CHARS = int(os.environ.get("CHAT_MAX_MESSAGE_CHARS", "32000"))

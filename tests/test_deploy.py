@@ -64,6 +64,12 @@ def test_production_refuses_any_host() -> None:
     assert "ALLOWED_HOSTS=* is refused when DEBUG is off" in result.stderr
 
 
+def test_a_negative_session_check_period_is_refused() -> None:
+    result = manage("check", env=production_env(STREAM_SESSION_CHECK_MS="-1"))
+    assert result.returncode != 0
+    assert "STREAM_SESSION_CHECK_MS must be 0 (never) or more." in result.stderr
+
+
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     tmp = tmp_path_factory.mktemp("production")

@@ -89,6 +89,7 @@ def deployment(
         "STATIC_ROOT": str(scratch / "static"),
         "LLM_API_BASE": simulator.base_url,
         "CHAT_RATE_LIMIT": "0",
+        "CHAT_MAX_CONCURRENT": "0",  # one user's fifty streams at once
         "STREAM_SHUTDOWN_GRACE_MS": "120000",  # as deploy/streamside.env.example sets it
     }
     full_env = {**os.environ, **env}

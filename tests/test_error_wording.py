@@ -134,6 +134,8 @@ def _response_errors() -> list[UpstreamError]:
     sse = {"content-type": "text/event-stream"}
     malformed = httpx.Response(200, headers=sse, content=b"data: [\n\n")
     early_done = httpx.Response(200, headers=sse, content=b"data: [DONE]\n\n")
+    endless_line = httpx.Response(200, headers=sse, content=b"data: " + b"x" * (2 << 20))
+    huge = httpx.Response(200, content=b" " * (9 << 20))
 
     async def collect() -> list[UpstreamError]:
         return [
@@ -141,6 +143,8 @@ def _response_errors() -> list[UpstreamError]:
             await _failure(whole_events(dialect, garbage, URL)),
             await _failure(stream_events(dialect, malformed, URL, {})),
             await _failure(stream_events(dialect, early_done, URL, {})),
+            await _failure(stream_events(dialect, endless_line, URL, {})),
+            await _failure(whole_events(dialect, huge, URL)),
         ]
 
     return asyncio.run(collect())

@@ -53,8 +53,8 @@ def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) 
         "LLM_INCREMENTAL_OUTPUT": "0",
         "LLM_PROVIDER_NAME": "Native cumulative",
         "LLM_MODELS": "qwen-plus,qwq-plus",
-        "COMPAT_KEY": KEY,
-        "WRONG_KEY": WRONG,
+        "COMPAT_API_KEY": KEY,
+        "WRONG_API_KEY": WRONG,
         "LOG_LEVEL": "DEBUG",
     }
     # Migrate and register the providers before the server starts.
@@ -78,7 +78,7 @@ def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) 
         "--models",
         "qwen-plus,qwq-plus",
         "--api-key-env",
-        "COMPAT_KEY",
+        "COMPAT_API_KEY",
     )
     set_provider(
         full,
@@ -89,10 +89,10 @@ def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) 
         "--models",
         "qwen-plus,qwq-plus",
         "--api-key-env",
-        "COMPAT_KEY",
+        "COMPAT_API_KEY",
     )
     set_provider(full, db, "Wrong key", "--base-url", f"{sim}/v1", "--models", "qwen-plus",
-                 "--api-key-env", "WRONG_KEY")  # fmt: skip
+                 "--api-key-env", "WRONG_API_KEY")  # fmt: skip
     instance, process = start_app(tmp, env)
     try:
         yield instance

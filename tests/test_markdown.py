@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chat.rendering.markdown import BlockSplitter, render_markdown
+from tests.support.rescanning_splitter import RescanningSplitter
 
 
 def test_headings_lists_tables_and_code_render() -> None:
@@ -118,3 +123,80 @@ def test_a_fenced_block_with_blank_lines_inside_is_rendered_once_and_whole(step:
     html = render_markdown(blocks[1])
     assert html.count('<div class="codeblock"') == 1
     assert '<span class="k">def</span>' in html and "# done" in html
+
+
+# --- The live splitter is incremental, and splits exactly as the rescanning one did ----------
+
+DOCUMENTS = {
+    "fences": (
+        "Intro\n\n```python\ndef f():\n\n\n    return 1\n```\n\n~~~~\n~~~\nstill code\n\n~~~~\n\n"
+        "````md\n```\nnested\n```\n\n````\n\n   ```  \nindented fence\n\n  ```   \n\n"
+        "```js\nnot closed by ``` x\n\n```\n\nAfter\n"
+    ),
+    "lists and tables": (
+        "# Rivers\n\n- Nile\n- Amazon\n  - long\n\n1. one\n2. two\n\n"
+        "| River | Length |\n| --- | ---: |\n| Nile | 6,650 km |\n\nThe end, still going"
+    ),
+    "cjk": (
+        "## 长江与黄河\n\n长江是中国最长的河流。\n\u3000\n黄河流经九个省份：\n\n"
+        "- 青海\n- 四川\n\n```\n代码块里的中文\n\n　全角空格\n```\n\n🇨🇳 结束"
+    ),
+    "line ends": "One\r\n\r\nTwo\r\n```\r\n\r\ncode\r\n```\r\n\r\nThree\n \t \nFour\u2028five\n\n",
+    "unclosed fence": "Intro\n\n```python\n" + "x = 1\n\n" * 40 + "y = 2",
+}
+
+
+def fed(splitter: BlockSplitter | RescanningSplitter, pieces: list[str]) -> list[tuple[str, str]]:
+    """Each feed's block and the tail after it."""
+    return [(splitter.feed(piece), splitter.tail) for piece in pieces]
+
+
+def blocks_then_tail(splitter: BlockSplitter | RescanningSplitter, pieces: list[str]) -> list[str]:
+    """Each feed's block, the tail read only at the end (as the pipeline does, which reads it
+    only with a block)."""
+    return [splitter.feed(piece) for piece in pieces] + [splitter.tail]
+
+
+def token_split(text: str, rng: random.Random, longest: int) -> list[str]:
+    """``text`` in pieces of 1 to ``longest`` characters, as a model's tokens come."""
+    pieces, start = [], 0
+    while start < len(text):
+        size = rng.randint(1, longest)
+        pieces.append(text[start : start + size])
+        start += size
+    return pieces
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTS))
+def test_any_token_split_gives_the_blocks_and_tails_of_the_rescanning_splitter(name: str) -> None:
+    text = DOCUMENTS[name]
+    rng = random.Random(name)
+    for trial in range(200):
+        pieces = token_split(text, rng, longest=(1, 4, 12, 80)[trial % 4])
+        assert fed(BlockSplitter(), pieces) == fed(RescanningSplitter(), pieces), pieces
+        new, old = BlockSplitter(), RescanningSplitter()
+        assert blocks_then_tail(new, pieces) == blocks_then_tail(old, pieces), pieces
+    whole = BlockSplitter()
+    assert whole.feed(text) + whole.tail == text
+
+
+LINES = ["", " ", "\u3000", "```", "```py", "``` x", "````", "~~~", "~~~~", "  ~~~ ", "text",
+         "中文", "| a | b |", "- item", "\r"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(LINES), max_size=40),
+    end=st.sampled_from(["\n", "\r\n"]),
+    cuts=st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=20),
+)
+def test_any_document_any_split_agrees_with_the_rescanning_splitter(
+    lines: list[str], end: str, cuts: list[int]
+) -> None:
+    text = end.join(lines)
+    pieces, start, turn = [], 0, 0
+    while start < len(text):
+        pieces.append(text[start : start + cuts[turn % len(cuts)]])
+        start += cuts[turn % len(cuts)]
+        turn += 1
+    assert fed(BlockSplitter(), pieces) == fed(RescanningSplitter(), pieces)

@@ -112,12 +112,12 @@ def test_a_provider_is_read_with_the_conversation(
     django_assert_max_num_queries: DjangoAssertNumQueries,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("LOCAL_LLM_KEY", "k")
+    monkeypatch.setenv("LOCAL_LLM_API_KEY", "k")
     local = Provider.objects.create(
         name="Local",
         base_url="http://127.0.0.1:9/v1",
         model_list="llama3",
-        api_key_env="LOCAL_LLM_KEY",
+        api_key_env="LOCAL_LLM_API_KEY",
     )
     conversation = chat(ada, provider=local, model="llama3")
     with django_assert_max_num_queries(TURN):
@@ -125,9 +125,12 @@ def test_a_provider_is_read_with_the_conversation(
     assert turn.upstream.name == "Local"
 
 
-def test_a_comparison_turn_skips_only_the_rate_check(
-    ada: Owner, django_assert_max_num_queries: DjangoAssertNumQueries
+def test_a_comparison_turn_reads_every_check_in_the_same_queries(
+    ada: Owner, django_assert_max_num_queries: DjangoAssertNumQueries, settings: Settings
 ) -> None:
+    """Each side of each trial counts against the rate, the allowance and the cap on answers
+    at once, read with the conversation like any other turn's."""
+    settings.CHAT_MAX_CONCURRENT = 4
     conversation = chat(ada)
     with django_assert_max_num_queries(TURN):
         create_turn(ada, conversation.pk, "Same question", set(), standalone=True)
@@ -230,12 +233,12 @@ def test_the_rate_limit_read_with_the_conversation_says_what_check_rate_says(
 def test_a_disabled_provider_is_refused_before_anything_is_saved(
     ada: Owner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LOCAL_LLM_KEY", "k")
+    monkeypatch.setenv("LOCAL_LLM_API_KEY", "k")
     local = Provider.objects.create(
         name="Local",
         base_url="http://127.0.0.1:9/v1",
         model_list="llama3",
-        api_key_env="LOCAL_LLM_KEY",
+        api_key_env="LOCAL_LLM_API_KEY",
     )
     conversation = chat(ada, 1, provider=local, model="llama3")
     Provider.objects.filter(pk=local.pk).update(enabled=False)

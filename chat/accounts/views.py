@@ -56,6 +56,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             requests=Sum("requests"),
             prompt=Sum("prompt_tokens"),
             completion=Sum("completion_tokens"),
+            estimated=Sum("estimated_tokens"),
         )
         .order_by("-completion", "user__username")
     )

@@ -172,6 +172,7 @@ class Side:
     total_tokens: int | None
     error_message: str  # English, as exported; the page shows it with ``|error_text``
     error_wording: Mapping[str, Any] | None = field(default=None, hash=False)
+    tokens_estimated: bool = False  # the counts are our estimate: no usage was reported
 
     @property
     def relay_ms(self) -> float | None:
@@ -213,6 +214,7 @@ def side_of(result: ComparisonResult) -> Side:
         total_tokens=answer.total_tokens if answer else None,
         error_message=answer.error_message if answer else deleted.text(),
         error_wording=answer.error_wording if answer else deleted.as_data(),
+        tokens_estimated=answer.tokens_estimated if answer else False,
     )
 
 

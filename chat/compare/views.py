@@ -84,6 +84,7 @@ def _export_rows(run: ComparisonRun) -> list[dict[str, Any]]:
                     "prompt_tokens": side.prompt_tokens,
                     "completion_tokens": side.completion_tokens,
                     "total_tokens": side.total_tokens,
+                    "tokens_estimated": side.tokens_estimated,
                     "error": side.error_message,
                 }
             )

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest
 from django_htmx.middleware import HtmxDetails
 
-from chat import providers
+from chat import heartbeats, providers
 from chat.conversations import work
 from chat.generation import registry
 from chat.generation.records import is_orphan, version_groups, versions_of
@@ -40,7 +40,8 @@ def page_context(
     views = []
     streaming_answer_id = None
     if conversation is not None:
-        rows = list(conversation.messages.filter(hidden=False))  # shown versions only
+        # Shown versions only; whether a streaming one's worker died, judged by the database.
+        rows = list(heartbeats.with_staleness(conversation.messages.filter(hidden=False)))
         groups = version_groups(conversation.pk)
         if live is None:
             live = registry.running_in(conversation.pk)

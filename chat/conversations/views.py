@@ -113,7 +113,7 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
         "id", "role", "content", "reasoning", "status", "model", "provider_name", "streamed",
         "finish_reason", "error_kind", "error_message", "request_id", "ttft_ms", "thinking_ms",
         "answer_ms", "total_ms", "prompt_tokens", "completion_tokens", "total_tokens",
-        "created_at", "completed_at", "version_of", "hidden",
+        "tokens_estimated", "created_at", "completed_at", "version_of", "hidden",
     )  # fmt: skip
     return JsonResponse(
         {

@@ -196,7 +196,7 @@ class AnswerRun:
             reasoning,
             not self.sent_first,
             block=block,
-            tail=generation.blocks.tail,
+            tail=generation.blocks.tail if block else "",  # read (joined) only when it is sent
             thinking_began=thinking_began,
             thought_ms=thought_ms,
         )

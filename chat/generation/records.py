@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Field
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from chat import heartbeats
 from chat.accounts import usage
 from chat.models import Conversation, Message
 from chat.rendering import fragments
@@ -75,19 +75,25 @@ def settle_answers(pks: list[int]) -> None:
 
 def is_orphan(row: Message, live: set[int]) -> bool:
     """Streaming, yet neither this worker nor any other has touched it lately: its worker died
-    (SIGKILL, crash, power). Live answers of other workers keep a fresh heartbeat."""
+    (SIGKILL, crash, power). Live answers of other workers keep a fresh heartbeat.
+
+    ``row`` was read through ``heartbeats.with_staleness``: the heartbeat's age is the
+    database's judgement, never this worker's clock against another's."""
     if row.pk in live:
         return False
-    beat = row.heartbeat_at
-    return beat is None or timezone.now() - beat > timedelta(seconds=settings.STREAM_ORPHAN_AFTER)
+    stale = getattr(row, heartbeats.STALE, _UNREAD)
+    if stale is _UNREAD:
+        raise TypeError("is_orphan needs a row read through heartbeats.with_staleness()")
+    return bool(stale)
+
+
+_UNREAD = object()
 
 
 def settle_orphans(conversation: Conversation, live: set[int]) -> None:
     """Mark as interrupted the answers a dead worker left "streaming", keeping their text."""
-    streaming = conversation.messages.filter(status=Message.Status.STREAMING).only(
-        "id", "heartbeat_at"
-    )
-    orphans = [row.pk for row in streaming if is_orphan(row, live)]
+    stale = conversation.messages.filter(heartbeats.stale()).exclude(pk__in=live)
+    orphans = list(stale.values_list("pk", flat=True))
     if orphans:
         settle_answers(orphans)
 
@@ -100,28 +106,27 @@ def save_progress(rows: list[tuple[int, str, str]], alive: Sequence[int] = ()) -
     streams, compiling an ORM update per row each second cost more than the writes. Only rows
     still streaming are touched, so a late progress save never undoes a final one.
     """
-    now = timezone.now()
     streaming = Message.Status.STREAMING
     with transaction.atomic():
         if rows:
             connection = transaction.get_connection()
             quote = connection.ops.quote_name
             fields = {name: _column(name) for name in _PROGRESS_FIELDS}
+            # The heartbeat is the database's time, not this worker's (``chat.heartbeats``).
             sql = (
                 f"UPDATE {quote(Message._meta.db_table)} SET {quote(fields['content'])} = %s, "
-                f"{quote(fields['reasoning'])} = %s, {quote(fields['heartbeat_at'])} = %s "
+                f"{quote(fields['reasoning'])} = %s, "
+                f"{quote(fields['heartbeat_at'])} = {heartbeats.now_sql(connection)} "
                 f"WHERE {quote(fields['id'])} = %s AND {quote(fields['status'])} = %s"
             )
-            stamp = connection.ops.adapt_datetimefield_value(now)
             with connection.cursor() as cursor:
                 cursor.executemany(
-                    sql,
-                    [(content, reasoning, stamp, pk, streaming) for pk, content, reasoning in rows],
+                    sql, [(content, reasoning, pk, streaming) for pk, content, reasoning in rows]
                 )
         changed = {row[0] for row in rows}
         quiet = [pk for pk in alive if pk not in changed]
         if quiet:
-            Message.objects.filter(pk__in=quiet, status=streaming).update(heartbeat_at=now)
+            Message.objects.filter(pk__in=quiet, status=streaming).update(heartbeat_at=Now())
 
 
 _PROGRESS_FIELDS = ("id", "content", "reasoning", "heartbeat_at", "status")
@@ -145,7 +150,7 @@ def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.Mess
     """An answer as saved. Given ``live`` (this worker's answers), one a dead worker left
     "streaming" is settled as interrupted first: a socket whose frames stopped coming shows
     that, never "streaming" forever."""
-    message = Message.objects.filter(pk=answer_id).first()
+    message = heartbeats.with_staleness(Message.objects.filter(pk=answer_id)).first()
     if message is None:
         return None
     streaming = message.status == Message.Status.STREAMING
@@ -181,7 +186,12 @@ def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = 
     with transaction.atomic():
         saved = bool(Message.objects.filter(pk=answer_id).update(**fields))
         if user_id is not None:
-            usage.add_tokens(user_id, fields.get("prompt_tokens"), fields.get("completion_tokens"))
+            usage.add_tokens(
+                user_id,
+                fields.get("prompt_tokens"),
+                fields.get("completion_tokens"),
+                estimated=bool(fields.get("tokens_estimated")),
+            )
     return saved
 
 

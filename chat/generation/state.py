@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat import llm
+from chat.accounts.usage import estimate_prompt_tokens, estimate_tokens
 from chat.live.protocol import SnapshotEvent
 from chat.models import Message
 from chat.rendering import fragments
@@ -159,6 +160,8 @@ class Generation:
         elif self.stop_requested:
             status = Message.Status.STOPPED
         usage = self.usage
+        if usage is None and status != Message.Status.COMPLETE:
+            usage = self.estimated_usage()
         end = self.finished_at or time.perf_counter()
         thinking_ms = None
         if self.first_reasoning_at is not None:
@@ -176,9 +179,25 @@ class Generation:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
+            tokens_estimated=usage is not None and self.usage is None,
             completed_at=timezone.now(),
         )
         return fields
+
+    def estimated_usage(self) -> llm.Usage | None:
+        """Our estimate of what an answer stopped or cut off before its upstream reported
+        usage (OpenAI-compatible servers send it in the last chunk only) cost: the prompt
+        sent and the text and thinking streamed. Without it a Stop just before the end would
+        keep the daily token limit from ever filling. None before any text arrived (the
+        request may never have reached the model). A complete answer from a server that
+        reports no usage is not estimated: it says "not reported"."""
+        if not (self.text or self.reasoning):
+            return None
+        prompt = estimate_prompt_tokens(self.turn.context)
+        completion = estimate_tokens("".join(self.reasoning)) + estimate_tokens("".join(self.text))
+        return llm.Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
 
 
 _VIEW_FIELDS = set(fragments.MessageView.__dataclass_fields__) - {"id", "role", "model", "streamed"}

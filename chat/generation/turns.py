@@ -9,10 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from chat import providers
+from chat import heartbeats, providers
 from chat.accounts import usage
 from chat.exceptions import ClientError
 from chat.models import Conversation, Message
@@ -60,7 +61,7 @@ def _upstream(conversation: Conversation) -> providers.Upstream:
             )
             % {"model": conversation.model, "provider": upstream.name}
         )
-    problem = upstream.missing_key()
+    problem = upstream.problem()
     if problem:
         raise ClientError(problem)
     return upstream
@@ -76,8 +77,10 @@ _HISTORY_FIELDS = (
 
 
 def _history(conversation: Conversation) -> list[Message]:
-    """The conversation's messages in order: read once per turn, for every check and context."""
-    return list(conversation.messages.filter(hidden=False).only(*_HISTORY_FIELDS))
+    """The conversation's messages in order: read once per turn, for every check and context
+    (whether a streaming one's worker died is judged in the same query)."""
+    shown = conversation.messages.filter(hidden=False).only(*_HISTORY_FIELDS)
+    return list(heartbeats.with_staleness(shown))
 
 
 def _history_and_versions(
@@ -91,6 +94,7 @@ def _history_and_versions(
     )
     if not every_field:
         rows = rows.only(*_HISTORY_FIELDS)
+    rows = heartbeats.with_staleness(rows)
     shown: list[Message] = []
     groups: dict[int, list[int]] = {}
     for row in rows:
@@ -134,9 +138,9 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
 
 
 def _count_request(conversation: Conversation, checks: usage.RequestChecks) -> None:
-    """A request counts toward its user's day (refused past the token limit), and is refused
-    past the per-minute rate limit unless its caller checked that already (``checks``, read
-    with the conversation)."""
+    """A request counts toward its user's day; it is refused past the token limit, the
+    per-minute rate limit or the cap on answers at once (``checks``, read with the
+    conversation)."""
     checks.enforce(conversation)
     if conversation.user_id is not None:
         usage.count_request(conversation.user_id)
@@ -153,7 +157,7 @@ def _new_answer(
         model=conversation.model,
         provider_name=upstream.name,
         streamed=conversation.stream,
-        heartbeat_at=timezone.now(),
+        heartbeat_at=Now(),  # the database's clock, as every heartbeat (chat.heartbeats)
         version_of_id=version_of,
     )
 
@@ -169,11 +173,14 @@ def _insert(*messages: Message) -> None:
 
 
 def _locked(
-    owner: Owner, conversation_id: int, *, rate: bool = True
+    owner: Owner, conversation_id: int, live: set[int]
 ) -> tuple[Conversation, usage.RequestChecks]:
-    """The owner's conversation, with its provider and what the request's rate and allowance
-    checks need, in one query (``rate=False``: the caller checked the rate itself)."""
-    checks = usage.RequestChecks.of(owner.user_id, owner.session_key, rate=rate)
+    """The owner's conversation, with its provider and what the request's rate, allowance and
+    at-once checks need, in one query (``live``: the answers this worker runs)."""
+    # The owner's requests one at a time, on every worker, until the turn is saved: two sends
+    # into two conversations cannot both find room under a limit.
+    usage.lock_owner(owner.user_id, owner.session_key)
+    checks = usage.RequestChecks.of(owner.user_id, owner.session_key, live)
     found = owner.conversations().select_related("provider").annotate(**checks.annotations)
     # Locked until the turn is saved (PostgreSQL; SQLite takes the whole database for writing
     # anyway): two sends at the same instant, on two workers, cannot both find it idle.
@@ -194,8 +201,8 @@ def create_turn(
     """
     text = _message_text(text)
     with transaction.atomic():
-        # Comparisons check the rate per run, for all its requests.
-        conversation, checks = _locked(owner, conversation_id, rate=not standalone)
+        # Every request counts, each side of each trial of a comparison too.
+        conversation, checks = _locked(owner, conversation_id, live)
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
@@ -249,7 +256,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     whichever version is shown is the one later questions send as context.
     """
     with transaction.atomic():
-        conversation, checks = _locked(owner, conversation_id)
+        conversation, checks = _locked(owner, conversation_id, live)
         upstream = _upstream(conversation)
         rows, versions = _history_and_versions(conversation)
         _check_idle(rows, live)
@@ -289,7 +296,7 @@ def create_edit(
     """
     text = _message_text(text)
     with transaction.atomic():
-        conversation, checks = _locked(owner, conversation_id)
+        conversation, checks = _locked(owner, conversation_id, live)
         upstream = _upstream(conversation)
         rows, versions = _history_and_versions(conversation, every_field=True)
         _check_idle(rows, live)

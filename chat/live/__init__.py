@@ -9,5 +9,6 @@
 - ``ports``: what a follower needs of its socket and of the generation service;
 - ``socket``: how many bytes a socket has queued but not yet sent (Daphne's transport);
 - ``compression``: permessage-deflate for Daphne's websockets;
+- ``origin``: the handshake's origin check (scheme, host and port);
 - ``consumer``: the base of both pages' socket consumers.
 """

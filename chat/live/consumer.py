@@ -9,7 +9,9 @@ frames reach it from the hub (``live.hub``), not through this consumer's channel
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -18,10 +20,17 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
 
+from chat.accounts.sessions import session_problem
 from chat.exceptions import ClientError
 from chat.generation.service import GenerationService, get_service
 from chat.live.follower import CLOSE_BEHIND, SYNC_LIMIT, Follower
-from chat.live.protocol import SNAPSHOT_EVENT, session_group
+from chat.live.protocol import (
+    SNAPSHOT_EVENT,
+    AccessEnded,
+    AccessReason,
+    session_group,
+    user_group,
+)
 from chat.live.socket import backlog_reader, close_with, server_send
 from chat.owners import Owner
 from chat.rendering import fragments
@@ -30,7 +39,17 @@ from chat.rendering.i18n import language_from_scope
 logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
+# The login behind the socket ended (signed out, session deleted or expired, password
+# changed, account deactivated): the page shows why and does not reconnect.
 CLOSE_SIGNED_OUT = 4401
+# The session's key was cycled, its login kept (a password change in that session): the page
+# reconnects (htmx's ws extension does on 1012) and presents the new key.
+CLOSE_RENEWED = 1012
+CLOSE_REASONS: dict[AccessReason, str] = {
+    "session": "session ended",
+    "password": "password changed",
+    "account": "account inactive",
+}
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
 # Ids are database keys: positive, and within PostgreSQL's bigint.
@@ -50,6 +69,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.follower: Follower | None = None
         self._raw_send: Any = None
         self._backlog: Any = None
+        # The login behind the socket (signed-in sockets only; see ``join_session_group``).
+        self.session_key = ""
+        self.user_id: int | str = ""
+        self.session_group = ""
+        self.user_group = ""
+        self._session_check: asyncio.Task[None] | None = None
+        self._access_ended = False
 
     # The socket, as the follower sees it (``live.ports.Socket``) -----------------------------
 
@@ -158,24 +184,89 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         assert self.follower is not None
         await self.follower.sync(self.followed, ids)
 
-    # The sign-out group --------------------------------------------------------------------
+    # The login behind the socket -------------------------------------------------------------
 
     async def join_session_group(self) -> None:
-        """A signed-in socket listens for its session's end (see ``accounts``)."""
+        """A signed-in socket listens for its session's end and its user's (``accounts``), and
+        re-reads its session every ``STREAM_SESSION_CHECK`` for what no message said."""
         session = self.scope.get("session")
         user = self.scope.get("user")
-        if session is not None and session.session_key and user and user.is_authenticated:
-            self.session_group = session_group(session.session_key)
-            await self.channel_layer.group_add(self.session_group, self.channel_name)
+        if session is None or not session.session_key or not user or not user.is_authenticated:
+            return
+        self.session_key, self.user_id = session.session_key, user.pk
+        self.session_group = session_group(self.session_key)
+        self.user_group = user_group(self.user_id)
+        await self.channel_layer.group_add(self.session_group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        if settings.STREAM_SESSION_CHECK > 0:
+            check = self._session_check = asyncio.create_task(self._check_session_periodically())
+            # Ends with the consumer's own task, however that ends (disconnect cancels it too).
+            consumer = asyncio.current_task()
+            if consumer is not None:
+                consumer.add_done_callback(lambda _: check.cancel())
 
     async def leave_session_group(self) -> None:
-        if getattr(self, "session_group", None):
-            await self.channel_layer.group_discard(self.session_group, self.channel_name)
+        if self._session_check is not None:
+            self._session_check.cancel()
+        for group in (self.session_group, self.user_group):
+            if group:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         """Signed out (in this tab or another): say so and close; the page cannot reconnect."""
-        await self.send(text_data=fragments.alert_frame(gettext("You have signed out.")))
-        await self.close(code=CLOSE_SIGNED_OUT)
+        await self.end_access(gettext("You have signed out."), "signed out")
+
+    async def access_ended(self, event: AccessEnded) -> None:
+        """The password changed, the account was deactivated or deleted, or the session row
+        was deleted: say why and close. The session that changed its own password is spared
+        (it is renewed instead)."""
+        if event["keep"] and event["keep"] == self.session_group:
+            return
+        reason = event["reason"]
+        await self.end_access(access_alert(reason), CLOSE_REASONS.get(reason, "session ended"))
+
+    async def session_renewed(self, event: dict[str, Any]) -> None:
+        """The session's key was cycled and its login kept: close with a code the page
+        reconnects on, presenting the new key (the old one no longer exists)."""
+        if self._access_ended:
+            return
+        self._access_ended = True
+        if not close_with(self.base_send, CLOSE_RENEWED, "session renewed: reconnect"):
+            await self.close(code=CLOSE_RENEWED)
+
+    async def end_access(self, alert: str, reason: str) -> None:
+        """Say why, then close with 4401 (once, whichever message or check comes first)."""
+        if self._access_ended:
+            return
+        self._access_ended = True
+        await self.send(text_data=fragments.alert_frame(alert))
+        if not close_with(self.base_send, CLOSE_SIGNED_OUT, reason):
+            await self.close(code=CLOSE_SIGNED_OUT)
+
+    async def _check_session_periodically(self) -> None:
+        """The backstop: every period (a little less, at random, so sockets opened together do
+        not all ask at once) the session must still exist, its user be active and its password
+        unchanged. A database that cannot answer closes nothing: the next check asks again."""
+        period = settings.STREAM_SESSION_CHECK
+        check = database_sync_to_async(session_problem)
+        while not self._access_ended:
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            try:
+                reason = await check(self.session_key, self.user_id)
+            except Exception as exc:  # one line per socket: the outage itself is logged louder
+                logger.info(
+                    "socket %s: could not check its session: %s: %s",
+                    self.channel_name,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            if reason is not None:
+                try:
+                    await self.end_access(access_alert(reason), CLOSE_REASONS[reason])
+                except Exception as exc:  # closed under us meanwhile: nothing left to close
+                    logger.debug("socket %s is gone: %s", self.channel_name, exc)
+                return
 
     async def disconnect(self, code: int) -> None:
         """On close: stop listening. Answers in flight go on and are saved."""
@@ -183,6 +274,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             self.follower.close()
         await self.unfollow_all()
         await self.leave_session_group()
+
+
+def access_alert(reason: AccessReason) -> str:
+    """What a socket whose login ended says before it closes."""
+    if reason == "password":
+        return gettext("Your password was changed: sign in again.")
+    if reason == "account":
+        return gettext("This account is no longer active.")
+    return gettext("Your session has ended: sign in again.")
 
 
 def request_id(value: Any, name: str) -> int:

@@ -24,6 +24,11 @@ message                from → to                      why
 ``chat.snapshot``      generating worker → a socket   the reply: the text so far and its seq
 ``layer.probe``        worker → itself                is it still hearing Redis?
 ``session.ended``      sign-out → ``session`` group   close that session's sockets
+``access.ended``       accounts → ``user`` group      the password changed or the account was
+                       (or a ``session`` group)       deactivated or deleted (or the session
+                                                      row was): close with why
+``session.renewed``    accounts → ``session`` group   the key was cycled (a password change in
+                                                      that session, a login): reconnect
 ``compare.frame``      comparison → its run's group   the comparison page's own fragments
 =====================  =============================  ========================================
 """
@@ -47,6 +52,12 @@ def conversation_group(conversation_id: int) -> str:
 def session_group(session_key: str) -> str:
     """The group of every socket a login session opened: signing out closes them all."""
     return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:32]
+
+
+def user_group(user_id: int | str) -> str:
+    """The group of every socket a user opened, in any session: a password change,
+    deactivation or deletion of the account closes them."""
+    return f"user-{user_id}"
 
 
 def comparison_group(run_id: int) -> str:
@@ -128,6 +139,27 @@ class SessionEnded(TypedDict):
     type: Literal["session.ended"]
 
 
+# Why a signed-in socket lost its access: the session was ended (deleted, expired), the
+# password changed, the account was deactivated or deleted.
+AccessReason = Literal["session", "password", "account"]
+
+
+class AccessEnded(TypedDict):
+    """A signed-in socket's login no longer holds: it says why and closes."""
+
+    type: Literal["access.ended"]
+    reason: AccessReason
+    # The session group spared (the session that changed its own password stays signed in:
+    # it is renewed instead), or "".
+    keep: str
+
+
+class SessionRenewed(TypedDict):
+    """The session's key was cycled, its login kept: its sockets reconnect with the new key."""
+
+    type: Literal["session.renewed"]
+
+
 class CompareEvent(TypedDict):
     type: Literal["compare.frame"]
     html: str
@@ -143,6 +175,8 @@ PRESENCE_EVENT: Literal["live.presence"] = "live.presence"
 HELLO_EVENT: Literal["live.hello"] = "live.hello"
 PROBE_EVENT: Literal["layer.probe"] = "layer.probe"
 SESSION_ENDED: Literal["session.ended"] = "session.ended"
+ACCESS_ENDED: Literal["access.ended"] = "access.ended"
+SESSION_RENEWED: Literal["session.renewed"] = "session.renewed"
 COMPARE_EVENT: Literal["compare.frame"] = "compare.frame"
 
 ControlMessage = (

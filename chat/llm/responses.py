@@ -1,8 +1,9 @@
 """One upstream HTTP response read into events: an SSE stream or a whole JSON body.
 
-Streams are read with httpx-sse, which splits lines only on CR, LF and CRLF and decodes
-UTF-8 incrementally; a raw U+2028 inside JSON content and a 汉字 split across network reads
-therefore survive (protocols.md edge cases 11-13). Never switch to ``aiter_lines()``.
+Streams are read with httpx-sse's decoders (``sse.capped_events``), which split lines only on
+CR, LF and CRLF over UTF-8 decoded incrementally; a raw U+2028 inside JSON content and a 汉字
+split across network reads therefore survive (protocols.md edge cases 11-13). Never switch to
+``aiter_lines()``. One line or event, and a whole non-streamed reply, are capped in size.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
 
 from .dialects import Dialect
 from .errors import (
@@ -34,7 +34,8 @@ from .events import (
     UpstreamProtocolError,
     UpstreamRateLimited,
 )
-from .transport import read_capped
+from .sse import capped_events
+from .transport import read_capped, read_whole
 from .wording import Wording
 
 logger = logging.getLogger("chat.llm")
@@ -95,7 +96,9 @@ async def stream_events(
     response.encoding = "utf-8-sig"
     parser = dialect.stream_parser_for(body)
     seen_finish = False
-    async with aclosing(EventSource(response).aiter_sse()) as sse_events:
+    # Each line and event capped (``sse.EVENT_LIMIT``): a line that never ends must not grow
+    # the worker's memory until the deadline.
+    async with aclosing(capped_events(response, request_id=header_id)) as sse_events:
         async for sse in sse_events:
             if not parser.accepts(sse.event):
                 # Not a message of this protocol (``event: ping`` …): its data is no text,
@@ -139,7 +142,7 @@ async def whole_events(
     dialect: Dialect, response: httpx.Response, url: str
 ) -> AsyncGenerator[Event, None]:
     """Events of a non-streaming reply."""
-    raw = await response.aread() if response.is_success else await read_capped(response)
+    raw = await read_whole(response) if response.is_success else await read_capped(response)
     if not response.is_success:
         raise error_from_response(response.status_code, response.headers, raw, url)
     header_id = header_request_id(response.headers)

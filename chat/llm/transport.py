@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from .errors import ERROR_BODY_LIMIT, server_label
+from .errors import ERROR_BODY_LIMIT, header_request_id, server_label
 from .events import (
     UpstreamError,
     UpstreamInterrupted,
@@ -79,6 +79,29 @@ async def read_capped(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -
         if len(buf) >= limit:
             break
     return bytes(buf[:limit])
+
+
+REPLY_LIMIT = 8 * 1024 * 1024
+"""The most bytes a whole (non-streamed) reply may take once decoded: a model's answer is some
+kilobytes of JSON; past this an upstream is only growing the worker's memory."""
+
+
+async def read_whole(response: httpx.Response, limit: int = REPLY_LIMIT) -> bytes:
+    """A non-streamed reply's body, or ``UpstreamProtocolError`` as soon as it passes ``limit``
+    bytes (``response.aread()`` would hold whatever the upstream sends until the deadline)."""
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            raise UpstreamProtocolError(
+                Wording(
+                    "The model server sent a reply larger than %(limit)s MB.",
+                    limit=max(1, round(limit / 2**20)),
+                ),
+                status=response.status_code,
+                request_id=header_request_id(response.headers),
+            )
+    return bytes(buf)
 
 
 def is_transient(exc: Exception, *, got_response: bool) -> bool:

@@ -50,8 +50,8 @@ TEMPLATES = frozenset(
         gettext_noop("The server restarted before this answer finished. Retry to ask again."),
         gettext_noop("The server stopped before this answer finished. Retry to ask again."),
         gettext_noop("The answer was deleted."),
-        # With params (errors.py, responses.py, transport.py, deadline.py, failures.py); a
-        # "detail" is the provider's words or a wording of ours (the 404 hint).
+        # With params (errors.py, responses.py, transport.py, sse.py, deadline.py,
+        # failures.py); a "detail" is the provider's words or a wording of ours (the 404 hint).
         gettext_noop("Rate limited by the model server; retry in %(seconds)s s."),
         gettext_noop("The model server rejected the API key (HTTP %(status)s)."),
         gettext_noop("Access denied by the model server (HTTP %(status)s)."),
@@ -67,6 +67,8 @@ TEMPLATES = frozenset(
         gettext_noop("The model server failed (HTTP %(status)s): %(detail)s"),
         gettext_noop("The model server sent an unexpected response (HTTP %(status)s)."),
         gettext_noop("The model server did not send an event stream (content type %(type)s)."),
+        gettext_noop("The model server sent a reply larger than %(limit)s MB."),
+        gettext_noop("The model server sent a stream event larger than %(limit)s MB."),
         gettext_noop("The model server reported an error while answering (%(code)s)."),
         gettext_noop("Could not reach the model server (%(server)s). Is it running?"),
         gettext_noop("The model server (%(server)s) closed the connection without answering."),

@@ -56,6 +56,7 @@ class MessageView:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    tokens_estimated: bool = False  # the counts are our estimate: no usage was reported
     elapsed_s: float = 0.0
     seq: int | None = None
     is_latest: bool = False
@@ -167,6 +168,7 @@ def message_view(
         prompt_tokens=message.prompt_tokens,
         completion_tokens=message.completion_tokens,
         total_tokens=message.total_tokens,
+        tokens_estimated=message.tokens_estimated,
         is_latest=is_latest,
         buffered=not message.streamed and is_stream_only(message.model),
         provider_name=message.provider_name,

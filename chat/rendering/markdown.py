@@ -180,27 +180,66 @@ class BlockSplitter:
     A block is finished at a blank line outside a fenced code block: nothing that follows can
     change how it renders (near enough; the final answer is rendered again as a whole). Each
     block is rendered once, so live markdown costs O(n) overall, not a re-render per token.
+
+    Splitting is O(n) overall too: each line is examined once, when its line break arrives,
+    and whether a fence is open is remembered between feeds. (Rescanning the unfinished tail
+    on every token was quadratic inside a long unclosed code fence; ``make bench`` runs
+    ``bench.markdown``, which compares the two.) The tail is kept in pieces and joined only
+    when read.
     """
 
+    __slots__ = ("_fence", "_joined", "_lines", "_partial")
+
     def __init__(self) -> None:
-        self.tail = ""
+        self._lines: list[str] = []  # whole lines since the last cut, each with its "\n"
+        self._partial: list[str] = []  # the line still being written, in the pieces it came
+        self._fence = ""  # the marker of the open code fence (```, ~~~~, …); "" outside one
+        self._joined: str | None = ""  # the tail, once read (None: changed since)
+
+    @property
+    def tail(self) -> str:
+        """The text after the last finished block (raw: still growing)."""
+        if self._joined is None:
+            lines, partial = "".join(self._lines), "".join(self._partial)
+            self._lines, self._partial = [lines] if lines else [], [partial] if partial else []
+            self._joined = lines + partial
+        return self._joined
 
     def feed(self, text: str) -> str:
         """Add streamed text; return the source of the blocks it finished (may be empty)."""
-        self.tail += text
-        fence = ""
-        cut = 0
+        if not text:
+            return ""
+        self._joined = None
+        cut = 0  # the lines before this index end in a blank line outside a fence
         start = 0
-        while (end := self.tail.find("\n", start)) != -1:
-            line = self.tail[start:end].strip()
-            if fence:
-                if line.startswith(fence) and not line[len(fence) :].strip(fence[0]).strip():
-                    fence = ""
-            elif line.startswith(("```", "~~~")):
-                marker = line[0]
-                fence = line[: len(line) - len(line.lstrip(marker))]
-            elif not line:
-                cut = end + 1
+        while (end := text.find("\n", start)) != -1:
+            line = text[start : end + 1]
+            if self._partial:
+                self._partial.append(line)
+                line = "".join(self._partial)
+                self._partial.clear()
+            self._lines.append(line)
+            if self._ends_block(line[:-1].strip()):
+                cut = len(self._lines)
             start = end + 1
-        block, self.tail = self.tail[:cut], self.tail[cut:]
+        if start < len(text):
+            self._partial.append(text[start:])
+        if not cut:
+            return ""
+        block = "".join(self._lines[:cut])
+        del self._lines[:cut]
         return block
+
+    def _ends_block(self, line: str) -> bool:
+        """Whether this whole line (stripped) is a blank one outside a fence; opens or closes
+        a fence on the way."""
+        fence = self._fence
+        if fence:
+            if line.startswith(fence) and not line[len(fence) :].strip(fence[0]).strip():
+                self._fence = ""
+        elif line.startswith(("```", "~~~")):
+            marker = line[0]
+            self._fence = line[: len(line) - len(line.lstrip(marker))]
+        elif not line:
+            return True
+        return False

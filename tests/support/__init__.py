@@ -27,6 +27,10 @@ Pages
     browser          chromium under Playwright, and a first visit
     answer_text      what a page shows of an answer, compared with the model's text
     i18n             the Chinese catalogue, compiled where ``make install`` has not
+
+Oracles and scenarios
+    rescanning_splitter  the live markdown splitter as it was, which the new one must agree with
+    clock_skew       workers whose clocks disagree, played on a real database in a process
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``manage.py answers_in_flight [--settle]``: the answers marked streaming, on every worker.
 
-Each is "live" while its worker's heartbeat is fresh (younger than ``STREAM_ORPHAN_AFTER_MS``)
-and "stale" after: its worker died without saving it. ``--settle`` marks the stale ones
-interrupted (text kept, Retry offered), as the next page load that shows them would. Safe to
-run at any time, from any machine with the settings: live answers are never touched.
+Each is "live" while its worker's heartbeat is fresh (younger than ``STREAM_ORPHAN_AFTER_MS``
+by the database's clock) and "stale" after: its worker died without saving it. ``--settle``
+marks the stale ones interrupted (text kept, Retry offered), as the next page load that shows
+them would. Safe to run at any time, from any machine with the settings: live answers are
+never touched.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.utils import timezone
+from django.db.models import F
+from django.db.models.functions import Now
 
+from chat import heartbeats
 from chat.generation.records import is_orphan, settle_answers
 from chat.models import Message
 
@@ -24,12 +27,14 @@ class Command(BaseCommand):
         parser.add_argument("--settle", action="store_true", help="Mark stale answers interrupted.")
 
     def handle(self, *args: Any, settle: bool = False, **options: Any) -> None:
+        # Ages by the database's clock, as every worker judges them (chat.heartbeats).
+        streaming = Message.objects.filter(status=Message.Status.STREAMING)
         rows = list(
-            Message.objects.filter(status=Message.Status.STREAMING)
+            heartbeats.with_staleness(streaming)
+            .annotate(beat_age=Now() - F("heartbeat_at"), age=Now() - F("created_at"))
             .select_related("conversation__user")
             .order_by("created_at")
         )
-        now = timezone.now()
         stale = [row.pk for row in rows if is_orphan(row, set())]
         self.stdout.write(
             f"{'answer':>8}  {'chat':>6}  {'owner':<16} {'model':<18} {'age':>7}  "
@@ -37,10 +42,8 @@ class Command(BaseCommand):
         )
         for row in rows:
             owner = row.conversation.user.get_username() if row.conversation.user else "(session)"
-            beat = (
-                f"{(now - row.heartbeat_at).total_seconds():.0f} s" if row.heartbeat_at else "never"
-            )
-            age = f"{(now - row.created_at).total_seconds():.0f} s"
+            beat = f"{row.beat_age.total_seconds():.0f} s" if row.beat_age is not None else "never"
+            age = f"{row.age.total_seconds():.0f} s"
             state = "stale" if row.pk in stale else "live"
             self.stdout.write(
                 f"{row.pk:>8}  {row.conversation_id:>6}  {owner[:16]:<16} {row.model[:18]:<18} "

@@ -25,7 +25,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--protocol", choices=[c.value for c in Provider.Protocol], default="openai"
         )
-        parser.add_argument("--api-key-env", default="", help="NAME of the key's variable.")
+        parser.add_argument(
+            "--api-key-env",
+            default="",
+            help="NAME of the key's variable: ending in _API_KEY or listed in "
+            "CHAT_PROVIDER_KEY_VARIABLES (never SECRET_KEY, DATABASE_URL, REDIS_URL).",
+        )
         parser.add_argument("--no-usage", action="store_true", help="Do not send stream_options.")
         parser.add_argument(
             "--cumulative",
