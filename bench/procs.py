@@ -28,7 +28,7 @@ from types import FrameType
 import httpx
 
 from tests.support.app import App, start_app
-from tests.support.processes import ROOT, free_port, stop_process, wait_for_port
+from tests.support.processes import ROOT, free_port, start_daphne, stop_process
 from tests.support.simulator import Simulator, start_simulator
 
 APP_CPU = 0
@@ -171,20 +171,7 @@ def start_baseline(
         "BASELINE_UPSTREAM": upstream,
         "BASELINE_CONNECTIONS": str(connections),
     }
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "bench.baseline.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for_port(port, process)
-    except BaseException:
-        stop_process(process)
-        raise
+    process = start_daphne("bench.baseline.asgi:application", port, env, log_path)
     return Baseline(port, log_path), process
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, stop_process, wait_for_port
+from tests.support.processes import ROOT, free_port, start_daphne, stop_process
 
 
 @dataclass
@@ -57,20 +57,7 @@ def start_app(
         check=True,
         capture_output=True,
     )
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "chatsite.asgi:application"],
-        cwd=ROOT,
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, process)
-    except BaseException:
-        stop_process(process)
-        raise
+    process = start_daphne("chatsite.asgi:application", port, full_env, log_path)
     return App(port, db_path, log_path), process
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,27 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 20
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+def start_daphne(
+    application: str, port: int, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Daphne serving ``application`` on a loopback ``port``, its output appended to
+    ``log_path``; returns once it listens, and stops it again if it never does."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+            cwd=ROOT,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, process)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:
