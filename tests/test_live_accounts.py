@@ -17,11 +17,9 @@ from tests.support.app import App, start_app
 from tests.support.processes import ROOT, stop_process
 from tests.support.simulator import Simulator
 from tests.support.sockets import collect_answer, send
-from tests.support.visitor import Visitor
+from tests.support.visitor import PASSWORD, Visitor, signed_in
 
 pytestmark = pytest.mark.live
-
-PASSWORD = "a-long-enough-passphrase-7"
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +41,6 @@ def team(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield instance
     finally:
         stop_process(process)
-
-
-def signed_in(app: App, username: str) -> Visitor:
-    visitor = Visitor(app)  # its first GET lands on the login page, which sets the CSRF cookie
-    response = visitor.post("/accounts/login/", {"username": username, "password": PASSWORD})
-    assert str(response.url).endswith("/"), response.url
-    return visitor
 
 
 async def test_sockets_need_a_login_and_reach_only_their_owners_chats(team: App) -> None:

@@ -31,12 +31,11 @@ from tests.support.frames import TRIAL, Frame, streamed_text
 from tests.support.processes import ROOT, stop_process
 from tests.support.simulator import Simulator
 from tests.support.sockets import collect_answer, send
-from tests.support.visitor import Visitor, answer_row, compare_socket, on
+from tests.support.visitor import PASSWORD, Visitor, answer_row, compare_socket, on, signed_in
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.live
 
-PASSWORD = "a-long-enough-passphrase-7"
 DAILY_LIMIT = 1000  # tokens a user may use a day
 RATE_LIMIT = 10  # requests a user may make a minute
 USERS = ("ada", "nat", "cat", "con")  # one per test: each has a day and a minute of its own
@@ -77,13 +76,6 @@ def quotas(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> It
         yield instance
     finally:
         stop_process(process)
-
-
-def signed_in(app: App, username: str) -> Visitor:
-    visitor = Visitor(app)  # its first GET lands on the login page, which sets the CSRF cookie
-    response = visitor.post("/accounts/login/", {"username": username, "password": PASSWORD})
-    assert str(response.url).endswith("/"), response.url
-    return visitor
 
 
 def day_of(app: App, username: str) -> tuple[int, int, int, int]:

@@ -29,12 +29,11 @@ from tests.support.app import App, two_workers
 from tests.support.processes import ROOT
 from tests.support.simulator import Simulator
 from tests.support.sockets import collect_answer, send
-from tests.support.visitor import Visitor, on
+from tests.support.visitor import PASSWORD, Visitor, on, signed_in
 from tests.support.waiting import throughout
 
 pytestmark = pytest.mark.live
 
-PASSWORD = "a-long-enough-passphrase-7"
 NEW_PASSWORD = "another-long-passphrase-9"
 USERS = ["ada", "bob", "cy", "dee", "del", "eve", "fay", "gus", "hal", "ivy", "jay", "kim"]
 CHECK_EVERY_MS = 1000  # worker a's STREAM_SESSION_CHECK_MS
@@ -95,13 +94,6 @@ def user_id(database: str, username: str) -> int:
         row = db.execute("SELECT id FROM auth_user WHERE username = %s", (username,)).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def signed_in(app: App, username: str, password: str = PASSWORD) -> Visitor:
-    visitor = Visitor(app)  # its first GET lands on the login page, which sets the CSRF cookie
-    response = visitor.post("/accounts/login/", {"username": username, "password": password})
-    assert not response.url.path.startswith("/accounts/"), response.url  # in: the chat
-    return visitor
 
 
 async def closing(ws: Any, within: float = 20.0) -> tuple[int | None, str, str]:

@@ -84,3 +84,15 @@ def compare_socket(visitor: Visitor, run_id: int | None = None) -> Any:
 def answer_row(export: dict[str, Any], answer_id: int) -> dict[str, Any]:
     """One message of a conversation's JSON export."""
     return next(m for m in export["messages"] if m["id"] == answer_id)
+
+
+PASSWORD = "a-long-enough-passphrase-7"  # what the tests' accounts are created with
+
+
+def signed_in(app: App, username: str, password: str = PASSWORD) -> Visitor:
+    """A visitor signed in through the login form; a refused login fails here (the form would
+    come back under /accounts/)."""
+    visitor = Visitor(app)  # its first GET lands on the login page, which sets the CSRF cookie
+    response = visitor.post("/accounts/login/", {"username": username, "password": password})
+    assert not response.url.path.startswith("/accounts/"), response.url  # in: the chat
+    return visitor
