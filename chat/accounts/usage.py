@@ -118,9 +118,9 @@ def _answers_of(user_id: int | None, session_key: str) -> QuerySet[Message]:
     return Message.objects.filter(role=Message.Role.ASSISTANT, **owner)
 
 
-def _recent_answers(user_id: int | None, session_key: str, now: datetime) -> QuerySet[Message]:
-    """The owner's answers saved in the last minute, newest first."""
-    recent = _answers_of(user_id, session_key).filter(created_at__gt=now - RATE_WINDOW)
+def _recent_answers(user_id: int | None, session_key: str, since: datetime) -> QuerySet[Message]:
+    """The owner's answers saved after ``since`` (a minute ago: the rate window), newest first."""
+    recent = _answers_of(user_id, session_key).filter(created_at__gt=since)
     return recent.order_by("-created_at")
 
 
@@ -168,7 +168,9 @@ def check_rate(user_id: int | None, session_key: str, needed: int = 1) -> None:
         return
     now = timezone.now()
     recent = list(
-        _recent_answers(user_id, session_key, now).values_list("created_at", flat=True)[:limit]
+        _recent_answers(user_id, session_key, now - RATE_WINDOW).values_list(
+            "created_at", flat=True
+        )[:limit]
     )
     if len(recent) + needed <= limit:
         return
@@ -196,31 +198,50 @@ class RequestChecks:
     annotations: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, user_id: int | None, session_key: str, live: Collection[int] = ()) -> RequestChecks:
-        """The checks of a request by this owner (``live``: the answers this worker runs)."""
-        checks = cls(
+    def limits(cls, user_id: int | None) -> RequestChecks:
+        """The limits that apply to a request by this owner, without the annotations (for
+        ``enforce`` on a row read by a query built once: ``annotate`` then ``since``)."""
+        return cls(
             rate_limit=settings.CHAT_RATE_LIMIT,
             token_limit=settings.CHAT_DAILY_TOKEN_LIMIT if user_id is not None else 0,
             concurrent_limit=settings.CHAT_MAX_CONCURRENT,
         )
-        if checks.rate_limit:
+
+    @classmethod
+    def of(cls, user_id: int | None, session_key: str, live: Collection[int] = ()) -> RequestChecks:
+        """The checks of a request by this owner (``live``: the answers this worker runs)."""
+        checks = cls.limits(user_id)
+        checks.annotations.update(checks.annotate(user_id, session_key, live, checks.since))
+        return checks
+
+    @property
+    def since(self) -> datetime:
+        """The start of the rate window the checks count answers from."""
+        return self.now - RATE_WINDOW
+
+    def annotate(
+        self, user_id: int | None, session_key: str, live: Collection[int], since: datetime
+    ) -> dict[str, Any]:
+        """The annotations of the conversation's query that ``enforce`` reads."""
+        annotations: dict[str, Any] = {}
+        if self.rate_limit:
             # One more request fits unless the limit-th newest answer is still in the window,
             # and then that answer is the one to wait for.
-            recent = _recent_answers(user_id, session_key, checks.now).values("created_at")
-            blocker = recent[checks.rate_limit - 1 : checks.rate_limit]
-            checks.annotations[_RATE_BLOCKER] = Subquery(blocker)
-        if checks.token_limit and user_id is not None:
+            recent = _recent_answers(user_id, session_key, since).values("created_at")
+            blocker = recent[self.rate_limit - 1 : self.rate_limit]
+            annotations[_RATE_BLOCKER] = Subquery(blocker)
+        if self.token_limit and user_id is not None:
             # One row per user and day: its total is what ``check_allowance`` sums.
             used = (
                 _today(user_id).order_by().values(total=F("prompt_tokens") + F("completion_tokens"))
             )
-            checks.annotations[_TOKENS_USED] = Subquery(used[:1])
-        if checks.concurrent_limit:
+            annotations[_TOKENS_USED] = Subquery(used[:1])
+        if self.concurrent_limit:
             # As the rate: the limit-th answer streaming now, if there is one, leaves no room.
             streaming = _streaming_answers(user_id, session_key, live).values("pk")
-            nth = streaming[checks.concurrent_limit - 1 : checks.concurrent_limit]
-            checks.annotations[_AT_ONCE_BLOCKER] = Subquery(nth)
-        return checks
+            nth = streaming[self.concurrent_limit - 1 : self.concurrent_limit]
+            annotations[_AT_ONCE_BLOCKER] = Subquery(nth)
+        return annotations
 
     def enforce(self, row: Any) -> None:
         """Refuse the request if ``row`` (read with ``annotations``) shows no room for it."""

@@ -59,7 +59,7 @@ class ComparisonService:
         try:
             for trial in range(1, run.trials + 1):
                 turns = await database_sync_to_async(create_trial)(
-                    owner, run, trial, set(self.generations.running)
+                    owner, run, trial, self.generations.live_of(owner)
                 )
                 await self._publish(run.pk, fragments_trial(run, trial, turns))
                 generations = await self.generations.start_turns(turns, origin)

@@ -109,7 +109,7 @@ class GenerationService:
         """Save the user's message, then start answering it."""
         self._refuse_while_closing()
         turn = await _on_turn_thread(turns.create_turn)(
-            owner, conversation_id, text, set(self.running)
+            owner, conversation_id, text, self.live_of(owner)
         )
         return await self._start(turn, origin)
 
@@ -118,7 +118,7 @@ class GenerationService:
     ) -> Generation:
         self._refuse_while_closing()
         turn = await _on_turn_thread(turns.create_retry)(
-            owner, conversation_id, answer_id, set(self.running)
+            owner, conversation_id, answer_id, self.live_of(owner)
         )
         return await self._start(turn, origin)
 
@@ -128,7 +128,7 @@ class GenerationService:
         """Save the edited message (the turns after it leave the log), then answer it."""
         self._refuse_while_closing()
         turn = await _on_turn_thread(turns.create_edit)(
-            owner, conversation_id, message_id, text, set(self.running)
+            owner, conversation_id, message_id, text, self.live_of(owner)
         )
         # No origin: the composer keeps what it holds (the edit form goes with the old log).
         return await self._start(turn, None)
@@ -158,6 +158,12 @@ class GenerationService:
     def live_ids(self, conversation_id: int) -> set[int]:
         """The answers this worker generates in the conversation."""
         return set(self.local_answers(conversation_id))
+
+    def live_of(self, owner: Owner) -> set[int]:
+        """The owner's answers this worker generates: all a new turn's checks need (an answer
+        is only ever another's orphan or at-once count through its owner). Not every running
+        id: with hundreds of answers streaming, the turn's query would carry them all."""
+        return {answer for answer, g in self.running.items() if g.turn.owner == owner}
 
     def _refuse_while_closing(self) -> None:
         if self.closing:

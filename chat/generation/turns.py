@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone, translation
 from django.utils.translation import gettext
@@ -18,6 +18,7 @@ from chat.accounts import usage
 from chat.exceptions import ClientError
 from chat.models import Conversation, Message
 from chat.owners import Owner
+from chat.prepared import Marker, PreparedQuery
 from chat.rendering import fragments
 
 from .records import is_orphan, settle_answers, versions_of
@@ -35,6 +36,7 @@ class Turn:
     upstream: providers.Upstream
     options: dict[str, Any] = field(default_factory=dict)
     user_id: int | None = None  # whose usage the answer counts toward (None: a session)
+    owner: Owner | None = None  # whose answers at once it counts among (``live_of``)
     user: fragments.MessageView | None = None
     stale_retry: int | None = None  # the answer whose Retry button a new turn makes stale
     new_title: str = ""
@@ -76,11 +78,18 @@ _HISTORY_FIELDS = (
 )  # fmt: skip
 
 
+def _history_query(marker: Marker, shape: Any) -> QuerySet[Message]:
+    shown = Message.objects.filter(conversation_id=marker.number("conversation"), hidden=False)
+    return heartbeats.with_staleness(shown.only(*_HISTORY_FIELDS))
+
+
+_HISTORY = PreparedQuery(_history_query)
+
+
 def _history(conversation: Conversation) -> list[Message]:
     """The conversation's messages in order: read once per turn, for every check and context
     (whether a streaming one's worker died is judged in the same query)."""
-    shown = conversation.messages.filter(hidden=False).only(*_HISTORY_FIELDS)
-    return list(heartbeats.with_staleness(shown))
+    return _HISTORY.run(settings.STREAM_ORPHAN_AFTER, conversation=conversation.pk)
 
 
 def _history_and_versions(
@@ -172,23 +181,53 @@ def _insert(*messages: Message) -> None:
             message.save(force_insert=True)
 
 
+def _conversation_query(marker: Marker, shape: tuple[Any, ...]) -> QuerySet[Conversation]:
+    """The owner's conversation, locked, with its provider and what ``checks`` need."""
+    by_user, live, _orphan_after, _day, *limits = shape
+    checks = usage.RequestChecks(*limits)
+    user_id = marker.number("user_id") if by_user else None
+    owner = Owner(user_id=user_id, session_key="" if by_user else marker.text("session_key"))
+    since = marker.moment("since") if checks.rate_limit else checks.since
+    annotations = checks.annotate(user_id, owner.session_key, marker.numbers("live", live), since)
+    found = owner.conversations().select_related("provider").annotate(**annotations)
+    # Locked until the turn is saved (PostgreSQL; SQLite takes the whole database for writing
+    # anyway): two sends at the same instant, on two workers, cannot both find it idle.
+    return found.select_for_update(of=("self",)).filter(pk=marker.number("pk")).order_by()
+
+
+_CONVERSATION = PreparedQuery(_conversation_query)
+
+
 def _locked(
     owner: Owner, conversation_id: int, live: set[int]
 ) -> tuple[Conversation, usage.RequestChecks]:
     """The owner's conversation, with its provider and what the request's rate, allowance and
-    at-once checks need, in one query (``live``: the answers this worker runs)."""
+    at-once checks need, in one query (``live``: the owner's answers this worker runs)."""
     # The owner's requests one at a time, on every worker, until the turn is saved: two sends
     # into two conversations cannot both find room under a limit.
     usage.lock_owner(owner.user_id, owner.session_key)
-    checks = usage.RequestChecks.of(owner.user_id, owner.session_key, live)
-    found = owner.conversations().select_related("provider").annotate(**checks.annotations)
-    # Locked until the turn is saved (PostgreSQL; SQLite takes the whole database for writing
-    # anyway): two sends at the same instant, on two workers, cannot both find it idle.
-    found = found.select_for_update(of=("self",))
-    try:
-        return found.get(pk=conversation_id), checks
-    except Conversation.DoesNotExist:
-        raise ClientError(gettext("This conversation no longer exists.")) from None
+    checks = usage.RequestChecks.limits(owner.user_id)
+    # Everything that changes the query's SQL (the day: the token limit's row is today's).
+    shape = (
+        owner.user_id is not None,
+        len(live) if checks.concurrent_limit else 0,  # only the at-once check reads them
+        settings.STREAM_ORPHAN_AFTER,
+        usage.today() if checks.token_limit else None,
+        checks.rate_limit,
+        checks.token_limit,
+        checks.concurrent_limit,
+    )
+    found = _CONVERSATION.run(
+        shape,
+        user_id=owner.user_id,
+        session_key=owner.session_key,
+        live=sorted(live),
+        since=checks.since,
+        pk=conversation_id,
+    )
+    if not found:
+        raise ClientError(gettext("This conversation no longer exists."))
+    return found[0], checks
 
 
 def create_turn(
@@ -229,6 +268,7 @@ def create_turn(
         upstream=upstream,
         options=request_options(conversation),
         user_id=conversation.user_id,
+        owner=owner,
         user=fragments.message_view(user),
         stale_retry=stale_retry,
         new_title=new_title,
@@ -280,6 +320,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         upstream=upstream,
         options=request_options(conversation),
         user_id=conversation.user_id,
+        owner=owner,
         stale_retry=latest.pk,
         replaces=latest.pk,
     )
@@ -331,6 +372,7 @@ def create_edit(
         upstream=upstream,
         options=request_options(conversation),
         user_id=conversation.user_id,
+        owner=owner,
         user=fragments.message_view(user),
         log=log,
     )
