@@ -169,3 +169,43 @@ async def test_presence_expires_unless_repeated() -> None:
     assert hub.followed_elsewhere(CONVERSATION)
     now[0] += 1000  # worker-b died without a word
     assert not hub.followed_elsewhere(CONVERSATION)
+
+
+async def test_a_snapshot_shows_the_blocks_as_their_frames_drew_them_and_draws_no_markdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket joining a long answer costs the worker no markdown: the finished blocks are
+    kept as the delta frames drew them; only the unfinished tail is new."""
+    hub = LiveHub(None, cross_process=False)
+    recorder = Recorder()
+    await hub.follow(CONVERSATION, recorder)
+    client = FeedClient()
+    answer = generation()
+    run = AnswerRun(
+        answer, client, Publisher(hub, None), Pacer(max_window=0),  # type: ignore[arg-type]
+        save_timeout=1, on_end=lambda g: None,
+    )  # fmt: skip
+    reader = asyncio.create_task(run.read())
+    for token in ["# Title\n\n", "Some **bold** text.\n\n", "```py\nx = 1\n```\n\n", "tail"]:
+        await client.feed.put(token)
+    await until(lambda: len(recorder.frames) == 4)
+    drawn = "".join(
+        m.group(1)
+        for f in recorder.frames
+        if (
+            m := re.search(
+                r'beforeend:#answer-30-md">(.*?)</div><div id="answer-30-text"', f["html"], re.S
+            )
+        )
+    )
+
+    def no_markdown(text: str) -> str:
+        raise AssertionError("a snapshot drew markdown")
+
+    monkeypatch.setattr(fragments, "render_markdown", no_markdown)
+    snapshot = answer.snapshot()
+    assert f'id="answer-30-md">{drawn}</div>' in snapshot["html"]
+    assert "<h1>Title</h1>" in drawn and "<strong>bold</strong>" in drawn
+    assert ">tail<" in snapshot["html"] and snapshot["seq"] == 4
+    await client.feed.put(None)
+    await reader

@@ -93,7 +93,8 @@ def test_a_table_streams_raw_until_the_blank_line_after_it_then_renders_once(ste
     rendered = []  # (how much had arrived, the frame) for frames that carried a block
     for start in range(0, len(TABLE_ANSWER), step):
         block = splitter.feed(TABLE_ANSWER[start : start + step])
-        frame = delta_frame(1, start + 1, "x", "", False, block=block, tail=splitter.tail)
+        block_html = render_markdown(block) if block else None
+        frame = delta_frame(1, start + 1, "x", "", False, block_html=block_html, tail=splitter.tail)
         if "<table>" in frame:
             rendered.append((start + step, frame))
         elif "| River" in TABLE_ANSWER[: start + step]:

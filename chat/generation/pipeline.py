@@ -23,7 +23,7 @@ from chat.live.hub import LiveHub
 from chat.live.protocol import FrameEvent, FrameKind, conversation_group
 from chat.models import answer_outcome
 from chat.ops.logformat import log_answer
-from chat.rendering import fragments
+from chat.rendering import articles, fragments
 
 from .failures import InternalFailure, ServerStopped
 from .pacing import Pacer
@@ -187,6 +187,7 @@ class AnswerRun:
         generation.shown_reasoning = len(generation.reasoning)
         block = generation.blocks.feed(text) if text else ""
         generation.committed += len(block)
+        block_html = generation.commit_block(block) if block else None
         thinking_began = bool(reasoning) and not self.sent_reasoning
         thought_ms = generation.thought_ms() if text and not self.sent_text else None
         frame = fragments.delta_frame(
@@ -195,7 +196,7 @@ class AnswerRun:
             text,
             reasoning,
             not self.sent_first,
-            block=block,
+            block_html=block_html,
             tail=generation.blocks.tail if block else "",  # read (joined) only when it is sent
             thinking_began=thinking_began,
             thought_ms=thought_ms,
@@ -253,7 +254,7 @@ class AnswerRun:
                 return
             generation.saved = True
             _log_finished(generation, fields)
-            final = fragments.final_frame(generation.final_view(fields))
+            final = await articles.final_frame_off_loop(generation.final_view(fields))
             await self.publisher.publish(generation, final, kind="final")
 
 

@@ -16,7 +16,7 @@ from chat.accounts.usage import estimate_prompt_tokens, estimate_tokens
 from chat.live.protocol import SnapshotEvent
 from chat.models import Message
 from chat.rendering import fragments
-from chat.rendering.markdown import BlockSplitter
+from chat.rendering.markdown import BlockSplitter, render_markdown
 
 from .failures import ServiceFailure
 from .turns import Turn
@@ -42,6 +42,7 @@ class Generation:
     blocks: BlockSplitter = field(default_factory=BlockSplitter)
     saved_size: tuple[int, int] = (0, 0)  # parts of text/reasoning in the last progress save
     committed: int = 0  # characters of shown text already sent as rendered markdown blocks
+    committed_html: list[str] = field(default_factory=list)  # those blocks, as they were drawn
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None  # thinking or answer, whichever came first
     first_reasoning_at: float | None = None
@@ -82,6 +83,12 @@ class Generation:
             return None
         return (self.first_text_at - self.first_reasoning_at) * 1000
 
+    def commit_block(self, block: str) -> str:
+        """Draw a finished markdown block (for its delta frame) and keep it for snapshots."""
+        html = render_markdown(block)
+        self.committed_html.append(html)
+        return html
+
     def live_view(self) -> fragments.MessageView:
         """The answer as it stands, for a socket that joins mid-stream."""
         base = self.turn.answer
@@ -99,6 +106,7 @@ class Generation:
             seq=self.seq,
             is_latest=True,
             committed=self.committed,
+            committed_html="".join(self.committed_html),
             buffered=base.buffered,
             provider_name=base.provider_name,
             conversation_id=self.turn.conversation_id,

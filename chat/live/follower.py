@@ -34,7 +34,7 @@ from django.utils.translation import gettext
 
 from chat.exceptions import ClientError
 from chat.models import Message
-from chat.rendering import fragments
+from chat.rendering import articles, fragments
 
 from .jobs import JobLine
 from .ports import Socket, Source
@@ -290,7 +290,7 @@ class Follower:
     async def _send_final(self, view: fragments.MessageView) -> int:
         self.seen[view.id] = DONE
         self._note(view.id, ended=True)
-        frame = fragments.final_frame(view)
+        frame = await articles.final_frame_off_loop(view)
         html = self._with_chrome(frame.body, frame.chrome)
         await self.socket.send_text(html)
         return len(html)

@@ -11,6 +11,7 @@ each time; so is everything after ``runserver`` sees a file change (the store is
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -20,6 +21,7 @@ from django.utils.autoreload import file_changed
 from django.utils.safestring import SafeString, mark_safe
 
 from chat.models import Message
+from chat.rendering import fragments
 from chat.rendering.fragments import MessageView, render_message
 
 MAX_CHARS = 8_000_000
@@ -40,10 +42,20 @@ class ArticleCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def render(self, view: MessageView) -> SafeString:
-        """The message's article: from the store if it is finished and was drawn before."""
+    def render(self, view: MessageView, *, oob: str = "") -> SafeString:
+        """The message's article: from the store if it is finished and was drawn before.
+        ``oob``: as a frame swaps it in (the same stored article, its attribute added)."""
         if view.status == Message.Status.STREAMING:
-            return mark_safe(render_message(view))
+            return mark_safe(render_message(view, oob=oob))
+        html = self._finished(view)
+        if not oob:
+            return html
+        # The template writes hx-swap-oob last in the article's opening tag, just before its
+        # ">" (no earlier attribute value holds a ">": they are escaped): the same bytes.
+        end = html.index(">")
+        return mark_safe(f'{html[:end]}hx-swap-oob="{oob}"{html[end:]}')
+
+    def _finished(self, view: MessageView) -> SafeString:
         key = (view, translation.get_language())
         try:
             with self._lock:
@@ -73,6 +85,31 @@ class ArticleCache:
 
 
 articles = ArticleCache()
+
+LARGE = 16_000
+"""Characters of text and thinking above which an answer is drawn off the event loop: its
+markdown and code highlighting take milliseconds per 10 KB, which every other stream of the
+worker would wait for (a thread still takes the GIL, but gives it back every few ms)."""
+
+
+def final_frame(view: MessageView) -> fragments.Frame:
+    """The finished answer's frame, its article drawn once (the page's next visit, and any
+    socket that syncs, reuse it)."""
+    return fragments.final_frame(view, article=articles.render(view, oob="outerHTML"))
+
+
+async def final_frame_off_loop(view: MessageView) -> fragments.Frame:
+    """``final_frame``, in a thread when the answer is large, in the active language (Django's
+    is per thread: it does not follow the call by itself)."""
+    if len(view.content) + len(view.reasoning) < LARGE:
+        return final_frame(view)
+    return await asyncio.to_thread(_in_language, translation.get_language(), final_frame, view)
+
+
+def _in_language(language: str | None, draw: Any, view: MessageView) -> fragments.Frame:
+    with translation.override(language):
+        frame: fragments.Frame = draw(view)
+    return frame
 
 
 def _on_file_changed(sender: Any, file_path: Any, **kwargs: Any) -> None:

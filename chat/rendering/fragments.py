@@ -67,6 +67,9 @@ class MessageView:
     conversation_id: int | None = None
     version_ids: tuple[int, ...] = ()  # a regenerated answer's versions, oldest first
     retry_note: str = ""  # while waiting: why the first word is late (see ``retry_note``)
+    # While streaming: the finished blocks as their delta frames drew them (the generation
+    # keeps them), so a snapshot draws no markdown; None: draw them from ``content``.
+    committed_html: str | None = field(default=None, compare=False)
 
     @property
     def outcome(self) -> str:
@@ -80,6 +83,8 @@ class MessageView:
     @property
     def live_html(self) -> str:
         """While streaming: the finished blocks, rendered."""
+        if self.committed_html is not None:
+            return self.committed_html
         return render_markdown(self.content[: self.committed]) if self.committed else ""
 
     @property
@@ -264,7 +269,7 @@ def delta_frame(
     reasoning: str,
     first: bool,
     *,
-    block: str = "",
+    block_html: str | None = None,
     tail: str = "",
     thinking_began: bool = False,
     thought_ms: float | None = None,
@@ -272,8 +277,9 @@ def delta_frame(
     """Appends what arrived since the last frame; only the new characters travel.
 
     The raw text always travels as an append (the exact stream, numbered by ``data-seq``).
-    When it finishes a markdown ``block``, that block is appended rendered and the raw box is
-    left holding only the unfinished ``tail``.
+    When it finishes a markdown block (``block_html``: rendered by the caller, which keeps it
+    for snapshots), that block is appended and the raw box left holding only the unfinished
+    ``tail``.
     """
     parts = []
     if first:
@@ -291,9 +297,9 @@ def delta_frame(
             f'<div hx-swap-oob="beforeend:#answer-{answer_id}-text" data-seq="{seq}">'
             f"{escape(text)}</div>"
         )
-    if block:
+    if block_html is not None:
         parts.append(
-            f'<div hx-swap-oob="beforeend:#answer-{answer_id}-md">{render_markdown(block)}</div>'
+            f'<div hx-swap-oob="beforeend:#answer-{answer_id}-md">{block_html}</div>'
             f'<div id="answer-{answer_id}-text" hx-swap-oob="innerHTML">{escape(tail)}</div>'
         )
     return "".join(parts)
@@ -344,10 +350,11 @@ def retry_frame(answer_id: int, note: str) -> str:
     return render_to_string("chat/_message.html#retry_note", {"m": view, "frame": True})
 
 
-def final_frame(answer: MessageView) -> Frame:
-    """The finished answer replaces the live one: markdown rendered once, figures shown."""
+def final_frame(answer: MessageView, *, article: str | None = None) -> Frame:
+    """The finished answer replaces the live one: markdown rendered once, figures shown
+    (``article``: already drawn, see ``articles.final_frame``)."""
     return Frame(
-        render_message(answer, oob="outerHTML"),
+        render_message(answer, oob="outerHTML") if article is None else article,
         render_composer_actions(None) + announcer_frame(announcement(answer)),
     )
 
