@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
+    "axes",
     "chat",
 ]
 
@@ -96,6 +97,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a sign-in its backend refused as locked into the
+    # throttle's page (429), inside the language and security middleware above.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -190,6 +194,44 @@ CHAT_MAX_CONCURRENT = int(os.environ.get("CHAT_MAX_CONCURRENT", "4") or 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
+
+# The sign-in throttle (django-axes, counting in the database: every worker agrees), for
+# /accounts/login/ and /admin/login/ alike; chat/accounts/throttle.py says how it counts.
+# Failed sign-ins of one account from one address before that pair is locked; 0: no throttle.
+CHAT_LOGIN_FAILURE_LIMIT = int(os.environ.get("CHAT_LOGIN_FAILURE_LIMIT", "10") or 0)
+# Failed sign-ins from one address, whatever the accounts, before it is locked; 0: no such limit.
+CHAT_LOGIN_ADDRESS_FAILURE_LIMIT = int(
+    os.environ.get("CHAT_LOGIN_ADDRESS_FAILURE_LIMIT", "50") or 0
+)
+# How long a failure counts after the last one, and so how long a lock lasts.
+CHAT_LOGIN_LOCKOUT_MINUTES = env_float("CHAT_LOGIN_LOCKOUT_MINUTES", 15.0)
+if CHAT_LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured(
+        "CHAT_LOGIN_LOCKOUT_MINUTES must be more than 0 (CHAT_LOGIN_FAILURE_LIMIT=0 turns the "
+        "throttle off)."
+    )
+# Axes' backend only refuses locked sign-ins; Django's own checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = CHAT_LOGIN_FAILURE_LIMIT > 0
+AXES_HANDLER = "chat.accounts.throttle.LoginThrottle"
+# Account and address together, then the address alone (each with its own limit).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_FAILURE_LIMIT = "chat.accounts.throttle.failure_limit"
+AXES_COOLOFF_TIME = "chat.accounts.throttle.lockout_period"
+# REMOTE_ADDR only: Daphne's --proxy-headers fills it from the X-Forwarded-For nginx sets.
+AXES_CLIENT_IP_CALLABLE = "chat.accounts.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "chat.accounts.throttle.lockout_response"
+# A sign-in refused while locked is not counted: the lock ends when the page says it will.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success does not wipe the address's failures: one account of their own would let a
+# guesser reset the count for all the others.
+AXES_RESET_ON_SUCCESS = False
+# No row per successful sign-in kept for ever (with its address): only failures are kept,
+# and cleared at the next sign-in once they no longer count.
+AXES_DISABLE_ACCESS_LOG = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -295,6 +337,9 @@ LOGGING = {
         "httpx": {"level": _HTTP_LOG_LEVEL},
         "httpcore": {"level": _HTTP_LOG_LEVEL},
         "aiohttp": {"level": _HTTP_LOG_LEVEL},
+        # django-axes writes a banner at every start and a line per failed sign-in at INFO;
+        # its lockouts (WARNING) are what an operator needs to see.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -5,7 +5,10 @@ PostgreSQL and Redis.
 
 Through nginx: pages and hashed static files load, a login works, 50 concurrent streams are
 saved exactly as the simulator sent them, and a 60-second answer streams through nginx while
-both workers are restarted one at a time (SIGTERM, then start), losing nothing.
+both workers are restarted one at a time (SIGTERM, then start), losing nothing. The workers
+trust nginx's ``X-Forwarded-For`` (``--proxy-headers``, as the systemd unit runs them), and a
+client forging that header is still seen, logged and throttled at its real address; a flood
+of requests to the sign-in pages gets 429 from nginx.
 
 Skipped where nginx is not installed (saying so), unless STREAMSIDE_REQUIRE_NGINX=1 (CI).
 """
@@ -42,11 +45,13 @@ from tests.support.nginx import (
 )
 from tests.support.processes import ROOT, free_port, stop_process
 from tests.support.simulator import Simulator
+from tests.support.waiting import until_sync
 
 pytestmark = [pytest.mark.live, pytest.mark.load]
 
 PASSWORD = "a-long-enough-passphrase-7"
 REDIS_URL = "redis://127.0.0.1:6379/9"
+PROXIED = ("--proxy-headers",)  # the workers run as the systemd unit runs them, behind nginx
 
 
 @dataclass
@@ -65,7 +70,9 @@ class Deployment:
         self.processes[index].terminate()
         self.processes[index].wait(timeout=150)
         stopped = time.monotonic() - asked
-        app, process = start_app(self.folders[index], self.env, port=self.workers[index].port)
+        app, process = start_app(
+            self.folders[index], self.env, port=self.workers[index].port, daphne_args=PROXIED
+        )
         self.workers[index], self.processes[index] = app, process
         return stopped
 
@@ -91,6 +98,9 @@ def deployment(
         "CHAT_RATE_LIMIT": "0",
         "CHAT_MAX_CONCURRENT": "0",  # one user's fifty streams at once
         "STREAM_SHUTDOWN_GRACE_MS": "120000",  # as deploy/streamside.env.example sets it
+        # Daphne's access log (the client address of each request) is written to stdout:
+        # unbuffered, a test reads a request's line as soon as it is served.
+        "PYTHONUNBUFFERED": "1",
     }
     full_env = {**os.environ, **env}
     for command in (["collectstatic", "--noinput", "-v0"], ["migrate", "--noinput", "-v0"]):
@@ -98,7 +108,8 @@ def deployment(
     subprocess.run(
         [sys.executable, "manage.py", "shell", "-c",
          "from django.contrib.auth.models import User; "
-         f"User.objects.create_user('ada', password={PASSWORD!r})"],
+         f"User.objects.create_user('ada', password={PASSWORD!r}); "
+         f"User.objects.create_user('grace', password={PASSWORD!r})"],
         cwd=ROOT, env=full_env, check=True,
     )  # fmt: skip
     folders = [tmp_path_factory.mktemp(f"deployed-{side}") for side in ("a", "b")]
@@ -107,7 +118,7 @@ def deployment(
     nginx: subprocess.Popen[bytes] | None = None
     try:
         for folder in folders:
-            worker, process = start_app(folder, env)
+            worker, process = start_app(folder, env, daphne_args=PROXIED)
             workers.append(worker)
             processes.append(process)
         site = site_for_loopback(
@@ -128,19 +139,29 @@ def deployment(
             stop_process(process)
 
 
-def signed_in(deployment: Deployment) -> httpx.Client:
+def login_form(deployment: Deployment) -> httpx.Client:
+    """A client that has loaded the login page through nginx (so holds its CSRF cookie)."""
     # A browser on the site sends its origin with every POST; Django checks it over HTTPS.
     headers = {"Origin": deployment.https, "Referer": f"{deployment.https}/"}
     client = httpx.Client(base_url=deployment.https, verify=False, timeout=10, headers=headers)
     client.get("/accounts/login/")
-    response = client.post(
+    return client
+
+
+def sign_in(
+    client: httpx.Client, username: str, password: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    token = client.cookies["csrftoken"]
+    return client.post(
         "/accounts/login/",
-        data={
-            "username": "ada",
-            "password": PASSWORD,
-            "csrfmiddlewaretoken": client.cookies["csrftoken"],
-        },
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+        headers=headers,
     )
+
+
+def signed_in(deployment: Deployment) -> httpx.Client:
+    client = login_form(deployment)
+    response = sign_in(client, "ada", PASSWORD)
     assert response.status_code == 302, response.text[:500]
     return client
 
@@ -274,3 +295,66 @@ async def test_a_long_answer_survives_nginx_and_a_rolling_restart(
         print(f"\nrolling restart: the workers took {stops[0]:.1f} s and {stops[1]:.1f} s to stop")
     finally:
         client.close()
+
+
+def access_line(deployment: Deployment, token: str) -> str:
+    """The line a worker's Daphne logged for the request whose URL carries ``token``."""
+
+    def logged() -> str | None:
+        lines = (line for w in deployment.workers for line in w.log().splitlines())
+        return next((line for line in lines if token in line), None)
+
+    return until_sync(logged, f"a worker logged the request {token}", within=10)
+
+
+def test_the_workers_see_the_address_nginx_saw_not_a_forged_one(deployment: Deployment) -> None:
+    """nginx overwrites X-Forwarded-For with the peer it saw, and the workers take the client's
+    address from it (``--proxy-headers``): a client naming another one is logged at its own."""
+    forged = {"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6"}
+    with httpx.Client(verify=False, timeout=10) as http:
+        # Straight to a worker the header is believed: nginx is what must not pass it on.
+        direct = secrets.token_hex(6)
+        worker = deployment.workers[0].url
+        assert http.get(f"{worker}/healthz?probe={direct}", headers=forged).status_code == 200
+        assert access_line(deployment, direct).startswith("6.6.6.6:")
+        proxied = secrets.token_hex(6)
+        response = http.get(f"{deployment.https}/healthz?probe={proxied}", headers=forged)
+        assert response.status_code == 200
+    line = access_line(deployment, proxied)
+    assert line.startswith("127.0.0.1:") and "6.6.6.6" not in line, line
+
+
+def test_sign_in_guesses_through_nginx_are_counted_at_the_real_address(
+    deployment: Deployment,
+) -> None:
+    """A guesser naming a new address in X-Forwarded-For at each guess is locked after 10 all
+    the same, with the throttle's page (429), even when it finally sends the right password;
+    the lock holds that account at that address only: another account signs in from there."""
+    client = login_form(deployment)
+    try:
+        statuses = [
+            sign_in(client, "grace", f"guess-{n}", {"X-Forwarded-For": f"6.6.{n}.6"}).status_code
+            for n in range(10)
+        ]
+        assert statuses == [200] * 9 + [429]
+        right = sign_in(client, "grace", PASSWORD, {"X-Forwarded-For": "6.6.10.6"})
+        assert right.status_code == 429 and "retry-after" in right.headers
+        assert "Too many failed sign-ins: try again in 15 minutes." in right.text
+    finally:
+        client.close()
+    signed_in(deployment).close()  # ada, from the same address
+
+
+def test_nginx_limits_requests_to_the_sign_in_pages(deployment: Deployment) -> None:
+    """Past a burst, nginx itself answers the sign-in pages (the app's and the admin's, one
+    budget per address) with 429; other pages are not limited, and the limit passes."""
+    login = f"{deployment.https}/accounts/login/"
+    with httpx.Client(verify=False, timeout=10) as http:
+        flood = [http.get(login) for _ in range(25)]
+        statuses = [response.status_code for response in flood]
+        assert statuses[0] == 200 and 429 in statuses, statuses
+        refused = flood[statuses.index(429)]
+        assert refused.headers["server"].startswith("nginx") and "Too Many" in refused.text
+        assert http.get(f"{deployment.https}/admin/login/").status_code == 429
+        assert http.get(f"{deployment.https}/healthz").status_code == 200
+        until_sync(lambda: http.get(login).status_code == 200, "the limit passed", within=20)

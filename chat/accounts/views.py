@@ -16,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat.accounts import usage
+from chat.accounts import throttle, usage
 
 DAYS = 30
 
@@ -30,18 +30,25 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user)
+        # Named: with the throttle's backend first (AUTHENTICATION_BACKENDS), Django cannot
+        # tell which one vouches for a user who was never authenticated.
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "registration/signup.html", {"form": form})
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login, telling the page whether sign-up is open."""
+    """Django's login, telling the page whether sign-up is open and how many failed sign-ins
+    lock it (``accounts.throttle``; a locked sign-in gets the throttle's own page, 429)."""
 
     redirect_authenticated_user = True
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "allow_signup": settings.CHAT_ALLOW_SIGNUP}
+        return {
+            **super().get_context_data(**kwargs),
+            "allow_signup": settings.CHAT_ALLOW_SIGNUP,
+            "throttle": throttle.stated_limit(),
+        }
 
 
 @require_GET

@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +33,14 @@ class App:
 
 
 def start_app(
-    tmp_path: Path, env: dict[str, str], port: int | None = None
+    tmp_path: Path,
+    env: dict[str, str],
+    port: int | None = None,
+    daphne_args: Sequence[str] = (),
 ) -> tuple[App, subprocess.Popen[bytes]]:
     """Streamside under Daphne (on ``port``, else a free one), its log in ``tmp_path``
-    (appended to, so a worker restarted in the same folder keeps one log)."""
+    (appended to, so a worker restarted in the same folder keeps one log); ``daphne_args``
+    as ``processes.start_daphne``."""
     port = port or free_port()
     db_path = tmp_path / "db.sqlite3"
     log_path = tmp_path / "daphne.log"
@@ -57,7 +61,7 @@ def start_app(
         check=True,
         capture_output=True,
     )
-    process = start_daphne("chatsite.asgi:application", port, full_env, log_path)
+    process = start_daphne("chatsite.asgi:application", port, full_env, log_path, daphne_args)
     return App(port, db_path, log_path), process
 
 

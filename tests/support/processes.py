@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,28 @@ def wait_for_port(port: int, process: subprocess.Popen[Any], timeout: float = 20
 
 
 def start_daphne(
-    application: str, port: int, env: Mapping[str, str], log_path: Path
+    application: str,
+    port: int,
+    env: Mapping[str, str],
+    log_path: Path,
+    daphne_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Daphne serving ``application`` on a loopback ``port``, its output appended to
-    ``log_path``; returns once it listens, and stops it again if it never does."""
+    ``log_path``; returns once it listens, and stops it again if it never does.
+    ``daphne_args``: more of Daphne's options (``--proxy-headers``, as the systemd unit)."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                *daphne_args,
+                application,
+            ],  # fmt: skip
             cwd=ROOT,
             env=dict(env),
             stdout=log,
