@@ -6,6 +6,10 @@ is always there). A worker shutting down says "draining" (503), so a balancer th
 stops sending it new people while its answers finish. Anonymous callers learn only that word
 (200 for "ok", else 503); staff also see each check and this worker's answers in flight.
 Nothing in it names a host, a URL or a secret.
+
+It opens no Redis connection per call: anyone may call it, and a balancer calls every few
+seconds, so each worker keeps one connection for it, and calls that arrive together share
+one PING (see ``RedisPing``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from chat.generation.service import peek_service
 
@@ -37,19 +43,59 @@ class NotHearing(Exception):
     """Redis answers, but this worker's probes through it are lost (see ``layer_probe``)."""
 
 
+class RedisPing:
+    """PING Redis over one connection kept for the life of the worker, shared by the calls
+    that arrive while a PING is out (a flood of ``/healthz`` makes one PING, not one each)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.loop = asyncio.get_running_loop()  # a client's sockets belong to one event loop
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=CHECK_TIMEOUT,
+            socket_timeout=CHECK_TIMEOUT,
+            # Once more at once: a connection Redis closed since the last call (a restart, its
+            # idle timeout) is replaced rather than reported as Redis being down.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._pending: asyncio.Future[None] | None = None
+
+    async def ping(self) -> None:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._ping())
+        # A caller that gives up (its own timeout) does not cancel the others' PING.
+        await asyncio.shield(self._pending)
+
+    async def _ping(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.ping(), CHECK_TIMEOUT)
+        finally:
+            self._pending = None
+
+
+_redis_ping: RedisPing | None = None
+
+
+def redis_ping() -> RedisPing:
+    """This worker's ``RedisPing``, made on first use (again if the URL or the event loop
+    changed, which only tests do)."""
+    global _redis_ping
+    if (
+        _redis_ping is None
+        or _redis_ping.url != settings.REDIS_URL
+        or _redis_ping.loop is not asyncio.get_running_loop()
+    ):
+        _redis_ping = RedisPing(settings.REDIS_URL)
+    return _redis_ping
+
+
 async def _channel_layer() -> None:
     if not settings.REDIS_URL:
         return  # the in-memory layer lives in this process
     service = peek_service()
     if service is not None and service.probe is not None and service.probe.deaf:
         raise NotHearing
-    client = aioredis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
-    )
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
+    await redis_ping().ping()
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str]:
