@@ -18,7 +18,8 @@ One module per job:
 - ``pacing`` (token timing, stalls, disconnects), ``wire`` (ASGI bytes, SSE oddities),
   ``faults`` (HTTP faults, ``fault_times``) and ``log`` (the request log tests read).
 - ``options`` (the ``sim`` options), ``prompt`` (reading messages), ``script`` (the
-  deterministic answer and reasoning text) and ``corpus`` (the sentences it draws from).
+  deterministic answer and reasoning text), ``corpus`` (the sentences it draws from) and
+  ``hostile`` (answers a client must survive: one enormous token, an unclosed code fence).
 """
 
 from __future__ import annotations

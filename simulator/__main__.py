@@ -30,7 +30,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "delay fault_framing (auto http sse200 sse_status) fragment keepalive (also pings "
         "through a stall) crlf weird stamp shuffle coalesce think (reasoning tokens; 0 = "
         "none) reasoning_field (reasoning_content reasoning reasoning_text think) final_empty "
-        "(native: an empty last event).",
+        "(native: an empty last event) huge (one token of N characters) fence (an unclosed code "
+        "fence of N characters).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="TCP port (8001; 0 = any free)")

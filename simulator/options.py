@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from simulator.hostile import MAX_FENCE_CHARS, MAX_HUGE_CHARS
 from simulator.prompt import has_cjk, last_user_text, split_directives
 
 __all__ = [
@@ -83,6 +84,12 @@ class SimOptions:
     fault_times: int = 0
     """The fault applies to the first ``fault_times`` requests with the same last user message
     (directives included); later ones answer normally. 0: every request."""
+    huge: int = 0
+    """The answer's middle token is this many characters: one enormous SSE line
+    (``simulator.hostile``). 0: none."""
+    fence: int = 0
+    """The answer is a code fence that never closes, this many characters, token by token
+    (``simulator.hostile``). 0: the usual prose."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON request log."""
@@ -92,7 +99,9 @@ class SimOptions:
 _BOOL_KEYS = frozenset(
     {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty", "echo"}
 )
-_INT_KEYS = frozenset({"seed", "tokens", "fault_after", "coalesce", "think", "fault_times"})
+_INT_KEYS = frozenset(
+    {"seed", "tokens", "fault_after", "coalesce", "think", "fault_times", "huge", "fence"}
+)
 _FLOAT_KEYS = frozenset({"ttft", "tps", "retry_after", "delay"})
 _STR_KEYS = frozenset({"lang", "fault", "reasoning_field", "fault_framing", "midstream_kind"})
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -171,6 +180,10 @@ def parse_options(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SimOptionError(f"sim option 'tokens' must be in [1, {MAX_TOKENS_LIMIT}]")
     if "think" in out and out["think"] > MAX_TOKENS_LIMIT:
         raise SimOptionError(f"sim option 'think' must be in [0, {MAX_TOKENS_LIMIT}]")
+    if "huge" in out and out["huge"] > MAX_HUGE_CHARS:
+        raise SimOptionError(f"sim option 'huge' must be in [0, {MAX_HUGE_CHARS}]")
+    if "fence" in out and out["fence"] > MAX_FENCE_CHARS:
+        raise SimOptionError(f"sim option 'fence' must be in [0, {MAX_FENCE_CHARS}]")
     return out
 
 

@@ -34,6 +34,7 @@ from simulator.corpus import (
     ZH_THINK,
     ZH_THINK_OPENERS,
 )
+from simulator.hostile import fence_tokens, with_huge_token
 from simulator.options import (
     FAULT_FRAMINGS,
     FAULTS,
@@ -223,6 +224,8 @@ def plan_answer(model: str, messages: list[dict[str, Any]], opts: SimOptions) ->
     rng = random.Random(f"{model}|{prompt}|{opts.seed}|{opts.tokens}|{opts.lang}")
     if opts.echo:
         return _tokenize(prompt, rng)
+    if opts.fence:
+        return fence_tokens(opts.fence, rng)
     writer = _Writer(rng, opts.lang, _topic(prompt, opts.lang))
     budget = opts.tokens
     tokens: list[str] = []
@@ -235,6 +238,8 @@ def plan_answer(model: str, messages: list[dict[str, Any]], opts: SimOptions) ->
     tokens += _closing(writer, rng, budget - len(tokens), "\n\n" if tokens else "")
     if opts.weird:
         tokens = _weird(tokens, rng)
+    if opts.huge:
+        tokens = with_huge_token(tokens, opts.huge)
     return tokens
 
 

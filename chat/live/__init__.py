@@ -10,5 +10,6 @@
 - ``socket``: how many bytes a socket has queued but not yet sent (Daphne's transport);
 - ``compression``: permessage-deflate for Daphne's websockets;
 - ``origin``: the handshake's origin check (scheme, host and port);
+- ``inbound``: how many messages a socket may send (a flood gets one alert, then a close);
 - ``consumer``: the base of both pages' socket consumers.
 """

@@ -24,6 +24,7 @@ from chat.accounts.sessions import session_problem
 from chat.exceptions import ClientError
 from chat.generation.service import GenerationService, get_service
 from chat.live.follower import CLOSE_BEHIND, SYNC_LIMIT, Follower
+from chat.live.inbound import CLOSE_FLOOD, CLOSE_FLOOD_REASON, InboundLimit
 from chat.live.protocol import (
     SNAPSHOT_EVENT,
     AccessEnded,
@@ -76,6 +77,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.user_group = ""
         self._session_check: asyncio.Task[None] | None = None
         self._access_ended = False
+        self.inbound = InboundLimit()  # messages this socket may send (``live.inbound``)
 
     # The socket, as the follower sees it (``live.ports.Socket``) -----------------------------
 
@@ -127,9 +129,25 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             if self.follower is not None:
                 self.follower.snapshot_arrived(message)  # type: ignore[arg-type]
             return
+        if message["type"] == "websocket.receive" and not await self.admit_inbound():
+            return  # refused before it costs anything (channels' clean-up is a thread hop)
         if not self.language:  # the first message: websocket.connect
             await self.choose_language()
         await super().dispatch(message)
+
+    async def admit_inbound(self) -> bool:
+        """Runs for each message in, first: past the socket's rate, one alert, then silence,
+        then a close (``live.inbound``)."""
+        verdict = self.inbound.admit()
+        if verdict == "alert":
+            alert = gettext("Too many requests: wait a moment and try again.")
+            await self.send(text_data=fragments.alert_frame(alert))
+        elif verdict == "close":
+            logger.warning("socket %s sent too many messages (%d refused): closing it",
+                           self.channel_name, self.inbound.refused)  # fmt: skip
+            if not close_with(self.base_send, CLOSE_FLOOD, CLOSE_FLOOD_REASON):
+                await self.close(code=CLOSE_FLOOD, reason=CLOSE_FLOOD_REASON)
+        return verdict == "accept"
 
     async def choose_language(self) -> None:
         """Runs once, before connect: this socket's language, chosen like a page's (the

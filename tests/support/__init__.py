@@ -12,16 +12,19 @@ Servers
     nginx            Debian's nginx serving the shipped site on loopback
     proxy            a round-robin TCP proxy that can cut its websockets
     byte_server      an HTTP server writing exactly the bytes a test scripts
+    unit_sandbox     a worker run under the systemd unit's sandbox, without systemd
 
 Clients
     visitor          a browser session over HTTP (cookies, CSRF, exports, sockets)
     sockets          the chat's websocket: send, read until an answer is final
+    inbox            a socket read in the background: its frames, alerts and close code
     frames           reading the frames a socket received
     upstream         a model server's client talking to the simulator directly
     doubles          httpx transports replaying recorded bytes
     sse              model-server streams built as bytes, and what they mean
     events           the upstream client's events: text, failure
     waiting          polling for an event, or for a window in which nothing happens
+    latency          per-token latency from the simulator's send stamps, and percentiles
 
 Pages
     browser          chromium under Playwright, and a first visit
