@@ -212,6 +212,9 @@ class Message(models.Model):
     # Not shown: an answer's other versions, and the turns an edit replaced. Kept (exports,
     # rate limits), but left out of the page and of what the model is sent.
     hidden = models.BooleanField(default=False)
+    # When each frame of the answer went out, and what it added: a few bytes per frame
+    # (``chat.timeline``), so a shared run or conversation can be replayed at its own pace.
+    timeline = models.BinaryField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -253,6 +256,11 @@ class ComparisonRun(models.Model):
         Conversation, on_delete=models.CASCADE, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # What the two panes differ in: "streaming" (on vs off, the default) or another pairing
+    # (each pane's setup is its conversation's provider, model, streaming and thinking).
+    pairing = models.CharField(max_length=16, default="streaming")
+    # A proxy's idle read timeout both requests were made with (the timeout point), if any.
+    gateway_timeout_s = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -309,3 +317,42 @@ class DailyUsage(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class ShareLink(models.Model):
+    """A read-only link to one comparison run or one conversation (``/s/<token>/``): anyone
+    holding it sees that and nothing else, without an account, until it is revoked or expires.
+    """
+
+    token = models.CharField(max_length=64, unique=True)
+    run = models.ForeignKey(
+        ComparisonRun, null=True, blank=True, on_delete=models.CASCADE, related_name="shares"
+    )
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="shares"
+    )
+    # Its owner, as the run's or conversation's: the signed-in user, or the demo's session.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    views = models.PositiveIntegerField(default=0)
+    # Whether the page names the providers (their names and hosts); off, only the models.
+    show_providers = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(run__isnull=False, conversation__isnull=True)
+                | models.Q(run__isnull=True, conversation__isnull=False),
+                name="share_one_thing",
+            )
+        ]
+
+    def __str__(self) -> str:
+        what = f"run {self.run_id}" if self.run_id else f"conversation {self.conversation_id}"
+        return f"Share link of {what}"

@@ -7,6 +7,7 @@ worker's sockets and a recording layer for Redis. What is checked is what a sock
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -22,6 +23,7 @@ from chat.live.hub import LiveHub
 from chat.live.protocol import FOLLOW_EVENT, UNFOLLOW_EVENT, Follow, FrameEvent, Unfollow
 from chat.models import Message
 from chat.rendering import fragments
+from chat.timeline import Step, decode
 
 CONVERSATION = 3
 
@@ -209,3 +211,32 @@ async def test_a_snapshot_shows_the_blocks_as_their_frames_drew_them_and_draws_n
     assert ">tail<" in snapshot["html"] and snapshot["seq"] == 4
     await client.feed.put(None)
     await reader
+
+
+async def test_the_answers_timeline_holds_each_frame_as_it_went_out() -> None:
+    """What a replay plays back (``chat.timeline``): one step per delta frame, at its time,
+    with the characters it added; a non-streamed answer is one step, at its end."""
+    hub = LiveHub(None, cross_process=False)
+    await hub.follow(CONVERSATION, Recorder())
+    client = FeedClient()
+    answer = generation()
+    run = AnswerRun(
+        answer, client, Publisher(hub, None), Pacer(max_window=0),  # type: ignore[arg-type]
+        save_timeout=1, on_end=lambda g: None,
+    )  # fmt: skip
+    reader = asyncio.create_task(run.read())
+    for token in ["Hello", " there", "!"]:
+        await client.feed.put(token)
+        await until(lambda: len(decode(bytes(answer.timeline))) == len(answer.text))
+        await asyncio.sleep(0.02)
+    await client.feed.put(None)
+    await reader
+    steps = decode(answer.outcome()["timeline"])
+    assert [s.text for s in steps] == [5, 6, 1]
+    assert steps[0].at_ms <= steps[1].at_ms - 15 and steps[1].at_ms <= steps[2].at_ms - 15
+
+    whole = generation(31)
+    whole.turn = dataclasses.replace(whole.turn, stream=False)
+    whole.text = ["Hello", " there"]
+    whole.finished_at = whole.started + 1.5
+    assert decode(whole.outcome()["timeline"]) == [Step(1500, 11)]

@@ -201,6 +201,7 @@ class AnswerRun:
             thinking_began=thinking_began,
             thought_ms=thought_ms,
         )
+        generation.timeline.add(round(generation.elapsed_ms()), len(text), len(reasoning))
         self.sent_reasoning = self.sent_reasoning or bool(reasoning)
         self.sent_text = self.sent_text or bool(text)
         self.sent_first = True

@@ -17,6 +17,7 @@ from chat.live.protocol import SnapshotEvent
 from chat.models import Message
 from chat.rendering import fragments
 from chat.rendering.markdown import BlockSplitter, render_markdown
+from chat.timeline import Recorder
 
 from .failures import ServiceFailure
 from .turns import Turn
@@ -43,6 +44,7 @@ class Generation:
     saved_size: tuple[int, int] = (0, 0)  # parts of text/reasoning in the last progress save
     committed: int = 0  # characters of shown text already sent as rendered markdown blocks
     committed_html: list[str] = field(default_factory=list)  # those blocks, as they were drawn
+    timeline: Recorder = field(default_factory=Recorder)  # its frames' times, for replays
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None  # thinking or answer, whichever came first
     first_reasoning_at: float | None = None
@@ -171,6 +173,11 @@ class Generation:
         if usage is None and status != Message.Status.COMPLETE:
             usage = self.estimated_usage()
         end = self.finished_at or time.perf_counter()
+        timeline = self.timeline
+        if not self.turn.stream and (self.text or self.reasoning):
+            timeline = Recorder()  # shown whole, at the end: one frame holding all of it
+            timeline.add(round(self.elapsed_ms(end)), sum(map(len, self.text)),
+                         sum(map(len, self.reasoning)))  # fmt: skip
         thinking_ms = None
         if self.first_reasoning_at is not None:
             thinking_ms = ((self.first_text_at or end) - self.first_reasoning_at) * 1000
@@ -188,6 +195,7 @@ class Generation:
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
             tokens_estimated=usage is not None and self.usage is None,
+            timeline=bytes(timeline),
             completed_at=timezone.now(),
         )
         return fields
