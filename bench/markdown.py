@@ -26,22 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-INTRO = "Here is the module:\n\n"
-FENCE = "```python\n"
-CODE_LINES = [
-    "def {name}(value: int, other: int) -> int:",
-    '    """Return the {name} of two numbers."""',
-    "    result = value * {n} + other  # {name}",
-    "    if result > {n}:",
-    "        return result - {n}",
-    "    for item in range({n}):",
-    "        total += compute(item, value=value, limit={n})",
-    "    return result",
-    "",
-    "class {Name}(Base):",
-    "    items: list[str] = []",
-]
-NAMES = ["scale", "offset", "merge", "limit", "render", "parse", "window", "buffer"]
+from simulator.hostile import CODE_LINES, FENCE, INTRO, NAMES
 
 
 class Splitter(Protocol):

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["MAX_FENCE_CHARS", "MAX_HUGE_CHARS", "fence_tokens", "with_huge_token"]
+__all__ = [
+    "CODE_LINES",
+    "FENCE",
+    "INTRO",
+    "MAX_FENCE_CHARS",
+    "MAX_HUGE_CHARS",
+    "NAMES",
+    "fence_tokens",
+    "with_huge_token",
+]
 
 MAX_HUGE_CHARS = 64 * 1024 * 1024
 """Upper bound for ``huge``: past any cap a client may have, short of the simulator's memory."""
 MAX_FENCE_CHARS = 4 * 1024 * 1024
 """Upper bound for ``fence``."""
 
+# The code ``bench.markdown`` streams through the live markdown splitter too.
 INTRO = "Here is the module:\n\n"
 FENCE = "```python\n"
 CODE_LINES = (

@@ -21,10 +21,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import websockets
 
 from tests.support.app import App, start_app
-from tests.support.frames import Frame, streamed_text
+from tests.support.inbox import Inbox
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import stop_process
 from tests.support.simulator import Simulator
@@ -84,35 +83,6 @@ def impatient_worker(
     }
     with worker(tmp_path_factory, "impatient", env) as started:
         yield started
-
-
-class Inbox:
-    """Everything one socket receives, read in the background so a test can wait on it."""
-
-    def __init__(self, ws: Any) -> None:
-        self.frames: list[Frame] = []
-        self._task = asyncio.create_task(self._read(ws))
-
-    async def _read(self, ws: Any) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in ws:
-                self.frames.append(Frame(str(raw), time.monotonic()))
-
-    def close(self) -> None:
-        self._task.cancel()
-
-    def first_answer(self, after: int = 0) -> int | None:
-        """The first answer with text in the frames from index ``after`` on."""
-        return next((a for f in self.frames[after:] for a, _, _ in f.deltas), None)
-
-    def text(self, answer_id: int) -> str:
-        return streamed_text(self.frames, answer_id)
-
-    def final(self, answer_id: int) -> tuple[Frame, dict[str, str]] | None:
-        for frame in self.frames:
-            if article := frame.final_for(answer_id):
-                return frame, article
-        return None
 
 
 def saved_row(database: str, answer_id: int) -> dict[str, Any]:
@@ -189,7 +159,7 @@ async def test_postgres_restarting_mid_answer_loses_nothing(
             assert inbox.text(next_id) == sent["text"]
             assert saved_row(private_database, next_id)["content"] == sent["text"]
             assert not log_lines(app, "WARNING", since) and not log_lines(app, "ERROR", since)
-            inbox.close()
+            inbox.stop()
         assert process.poll() is None
     finally:
         tab.close()
@@ -224,14 +194,14 @@ async def test_a_database_away_too_long_leaves_the_answer_interrupted(
             await until(lambda: "giving up" in app.log(), "the final save given up")
             assert inbox.final(answer_id) is None
             assert process.poll() is None  # the worker goes on
-            inbox.close()
+            inbox.stop()
         await asyncio.to_thread(postgres_server.start)
 
         # A socket opening now (the page reconnecting) is shown the answer interrupted.
         async with tab.socket(conversation) as ws:
             inbox = Inbox(ws)
             _, final = await until(lambda: inbox.final(answer_id), "the interrupted answer", 20)
-            inbox.close()
+            inbox.stop()
         assert final["data-status"] == "error"
         assert final["data-outcome"] == "interrupted"
         row = saved_row(private_database, answer_id)

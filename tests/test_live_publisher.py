@@ -85,13 +85,16 @@ def texts(frames: list[FrameEvent]) -> list[str]:
     return [m.group(1) for f in frames if (m := re.search(r'data-seq="\d+">([^<]*)<', f["html"]))]
 
 
-async def start_reader(pacer: Pacer) -> tuple[FeedClient, Recorder, asyncio.Task[None]]:
+async def start_reader(
+    pacer: Pacer, answer: Generation | None = None
+) -> tuple[FeedClient, Recorder, asyncio.Task[None]]:
+    """The reader of ``answer`` (a new one by default) publishing to one recording socket."""
     hub = LiveHub(None, cross_process=False)
     recorder = Recorder()
     await hub.follow(CONVERSATION, recorder)
     client = FeedClient()
     run = AnswerRun(
-        generation(), client, Publisher(hub, None), pacer,  # type: ignore[arg-type]
+        answer or generation(), client, Publisher(hub, None), pacer,  # type: ignore[arg-type]
         save_timeout=1, on_end=lambda g: None,
     )  # fmt: skip
     return client, recorder, asyncio.create_task(run.read())
@@ -178,16 +181,8 @@ async def test_a_snapshot_shows_the_blocks_as_their_frames_drew_them_and_draws_n
 ) -> None:
     """A socket joining a long answer costs the worker no markdown: the finished blocks are
     kept as the delta frames drew them; only the unfinished tail is new."""
-    hub = LiveHub(None, cross_process=False)
-    recorder = Recorder()
-    await hub.follow(CONVERSATION, recorder)
-    client = FeedClient()
     answer = generation()
-    run = AnswerRun(
-        answer, client, Publisher(hub, None), Pacer(max_window=0),  # type: ignore[arg-type]
-        save_timeout=1, on_end=lambda g: None,
-    )  # fmt: skip
-    reader = asyncio.create_task(run.read())
+    client, recorder, reader = await start_reader(Pacer(max_window=0), answer)
     for token in ["# Title\n\n", "Some **bold** text.\n\n", "```py\nx = 1\n```\n\n", "tail"]:
         await client.feed.put(token)
     await until(lambda: len(recorder.frames) == 4)
@@ -216,15 +211,8 @@ async def test_a_snapshot_shows_the_blocks_as_their_frames_drew_them_and_draws_n
 async def test_the_answers_timeline_holds_each_frame_as_it_went_out() -> None:
     """What a replay plays back (``chat.timeline``): one step per delta frame, at its time,
     with the characters it added; a non-streamed answer is one step, at its end."""
-    hub = LiveHub(None, cross_process=False)
-    await hub.follow(CONVERSATION, Recorder())
-    client = FeedClient()
     answer = generation()
-    run = AnswerRun(
-        answer, client, Publisher(hub, None), Pacer(max_window=0),  # type: ignore[arg-type]
-        save_timeout=1, on_end=lambda g: None,
-    )  # fmt: skip
-    reader = asyncio.create_task(run.read())
+    client, _, reader = await start_reader(Pacer(max_window=0), answer)
     for token in ["Hello", " there", "!"]:
         await client.feed.put(token)
         await until(lambda: len(decode(bytes(answer.timeline))) == len(answer.text))

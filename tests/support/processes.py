@@ -42,25 +42,20 @@ def start_daphne(
     daphne_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Daphne serving ``application`` on a loopback ``port``, its output appended to
-    ``log_path``; returns once it listens, and stops it again if it never does.
-    ``daphne_args``: more of Daphne's options (``--proxy-headers``, as the systemd unit)."""
+    ``log_path``; ``daphne_args``: more of Daphne's options (``--proxy-headers``, as the
+    systemd unit)."""
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    return start_listening([*command, *daphne_args, application], port, env, log_path)
+
+
+def start_listening(
+    command: Sequence[str], port: int, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """``command`` run from the checkout, its output appended to ``log_path``; returns once
+    it listens on ``port``, and stops it again if it never does."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                *daphne_args,
-                application,
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            list(command), cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT
         )
     try:
         wait_for_port(port, process)

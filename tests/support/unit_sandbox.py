@@ -31,7 +31,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.support.processes import ROOT, stop_process, wait_for_port
+from tests.support.processes import ROOT, start_listening
 
 UNIT = ROOT / "deploy" / "systemd" / "streamside@.service"
 TARGET = ROOT / "deploy" / "systemd" / "streamside.target"
@@ -72,20 +72,7 @@ def start_under_unit(
     """The unit's own ``ExecStart`` for instance ``port``, in this checkout, under its sandbox
     (as far as ``main`` below applies it); returns once it listens."""
     command = [sys.executable, "-m", "tests.support.unit_sandbox", str(unit), "--"]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [*command, *exec_start(unit, port)],
-            cwd=ROOT,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, process)
-    except BaseException:
-        stop_process(process)
-        raise
-    return process
+    return start_listening([*command, *exec_start(unit, port)], port, env, log_path)
 
 
 # --- Applying the sandbox ----------------------------------------------------------------------
