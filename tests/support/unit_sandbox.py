@@ -251,11 +251,19 @@ def private_mounts(service: dict[str, list[str]]) -> None:
         for path in writable:
             read_only(path, False)
     if service.get("PrivateTmp", [""])[-1] == "true":
+        # The unit's tree is /srv/streamside; a checkout that lives under /tmp (CI clones
+        # there) must stay visible in the fresh /tmp, as /srv would be: held open, bound back.
+        kept = [(ROOT, os.open(ROOT, os.O_PATH))] if _under_tmp(ROOT) else []
         for path in (b"/tmp", b"/var/tmp"):
             check(
                 libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=01777"),
                 f"a private {path!r}",
             )
+        for folder, fd in kept:
+            folder.mkdir(parents=True)
+            source = f"/proc/self/fd/{fd}".encode()
+            check(libc.mount(source, bytes(folder), None, MS_BIND | MS_REC, None), "the checkout")
+            os.close(fd)
     options = {"invisible": "hidepid=invisible", "pid": "subset=pid"}
     chosen = [
         options[values[-1]]
@@ -265,6 +273,11 @@ def private_mounts(service: dict[str, list[str]]) -> None:
     if chosen:
         flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
         check(libc.mount(b"proc", b"/proc", b"proc", flags, ",".join(chosen).encode()), "/proc")
+
+
+def _under_tmp(path: Path) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(tmp) for tmp in ("/tmp", "/var/tmp"))
 
 
 def apply(unit: Path) -> None:
