@@ -35,6 +35,7 @@ urlpatterns = [
     path("compare/", compare.compare, name="compare"),
     path("compare/history/", compare.history, name="compare_history"),
     path("compare/<int:run_id>/", compare.run_page, name="compare_run"),
+    path("compare/<int:run_id>/present/", compare.present, name="compare_present"),
     path("compare/<int:run_id>.json", compare.export_json, name="compare_json"),
     path("compare/<int:run_id>.csv", compare.export_csv, name="compare_csv"),
 ]

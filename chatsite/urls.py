@@ -24,5 +24,6 @@ urlpatterns = [
     # offers it too. No i18n_patterns: URLs stay the same in every language.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("accounts/", include("chat.accounts.urls")),
+    path("s/", include("chat.sharing.urls")),  # share links: public pages and owner actions
     path("", include("chat.urls")),
 ]

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.app import App, start_app
+from tests.support.app import App, manage, set_provider, start_app
 from tests.support.frames import Frame, streamed_text
-from tests.support.processes import ROOT, stop_process
+from tests.support.processes import stop_process
 from tests.support.simulator import KEY, Simulator
 from tests.support.sockets import collect_answer, send
 from tests.support.visitor import Visitor, answer_row
@@ -30,16 +27,6 @@ WRONG = "sk-wrong-Provider9876543210fedcba"
 FAST = "tokens=40 tps=400 ttft=0.05"
 
 pytestmark = pytest.mark.live
-
-
-def set_provider(env: dict[str, str], db: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "set_provider", *args],
-        cwd=ROOT,
-        env={**env, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{db}"},
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +46,8 @@ def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) 
     }
     # Migrate and register the providers before the server starts.
     full = {**os.environ, **env}
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env={**full, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}"},
-        check=True,
-        capture_output=True,
-    )
     db = tmp / "db.sqlite3"
+    manage(full, db, "migrate", "--noinput")
     set_provider(
         full,
         db,

@@ -52,6 +52,9 @@ class ChartData:
 
     stream: list[TrialWaits]  # left pane, streaming on
     nostream: list[TrialWaits]  # right pane, streaming off
+    # A "setups" run: what each pane ran (left, right), for lanes labelled by setup instead
+    # of streaming on and off.
+    names: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         # Both panes run every trial together; unequal lengths mean the caller paired them wrong,
@@ -95,22 +98,31 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
     lane says "failed" instead (or "no first text" after an answer that arrived without one).
     The text is escaped, although all of it is generated here from numbers.
     """
-    modes = (
-        _Mode(
-            "stream",
-            gettext("Streaming on"),
-            pgettext("streaming", "on"),
-            STREAM_COLOUR,
-            data.stream,
-        ),
-        _Mode(
-            "nostream",
-            gettext("Streaming off"),
-            pgettext("streaming", "off"),
-            NOSTREAM_COLOUR,
-            data.nostream,
-        ),
-    )
+    if data.names is not None:
+        left, right = data.names
+        modes = (
+            _Mode("stream", _short(left), pgettext("setup", "A"), STREAM_COLOUR, data.stream),
+            _Mode(
+                "nostream", _short(right), pgettext("setup", "B"), NOSTREAM_COLOUR, data.nostream
+            ),
+        )
+    else:
+        modes = (
+            _Mode(
+                "stream",
+                gettext("Streaming on"),
+                pgettext("streaming", "on"),
+                STREAM_COLOUR,
+                data.stream,
+            ),
+            _Mode(
+                "nostream",
+                gettext("Streaming off"),
+                pgettext("streaming", "off"),
+                NOSTREAM_COLOUR,
+                data.nostream,
+            ),
+        )
     trials = len(data.stream)
     firsts = {
         m.key: [v for w in m.waits if (v := _valid(w.first_text_s)) is not None] for m in modes
@@ -119,10 +131,12 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
         m.key: [v for w in m.waits if (v := _valid(w.complete_s)) is not None] for m in modes
     }
     medians = {m.key: median(firsts[m.key]) for m in modes}
-    summary = _summary(modes, trials, medians, {m.key: median(completes[m.key]) for m in modes})
+    summary = _summary(
+        modes, trials, medians, {m.key: median(completes[m.key]) for m in modes}, data.names
+    )
     everything = [v for vs in (*firsts.values(), *completes.values()) for v in vs]
     if not everything:
-        return _no_data_svg(width, summary)
+        return _no_data_svg(width, summary, data.names)
 
     lane_budget = (height - _TOP - _BOTTOM - _ROW_GAP * (trials - 1)) / (2 * trials)
     lane = min(max(lane_budget, _MIN_LANE), _MAX_LANE)
@@ -140,7 +154,7 @@ def render_waits_chart(data: ChartData, *, width: int = 640, height: int = 260) 
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart-waits" role="img"'
         f' width="{width}" height="{_n(total_h)}" viewBox="0 0 {width} {_n(total_h)}"'
         f' font-size="12" fill="currentColor" aria-label="{_esc(summary)}">',
-        f"<title>{_title()}</title>",
+        f"<title>{_title(data.names)}</title>",
     ]
     out += _legend(plot_left, modes, medians)
 
@@ -312,7 +326,7 @@ def _legend(left: float, modes: Sequence[_Mode], medians: dict[str, float | None
     return out
 
 
-def _no_data_svg(width: int, summary: str) -> str:
+def _no_data_svg(width: int, summary: str, names: tuple[str, str] | None = None) -> str:
     """A small valid chart saying there is nothing to draw (no trials, or every one failed)."""
     h = 60
     empty = _esc(gettext("no data"))
@@ -320,15 +334,22 @@ def _no_data_svg(width: int, summary: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart-waits" role="img"'
         f' width="{width}" height="{h}" viewBox="0 0 {width} {h}" font-size="12"'
         f' fill="currentColor" aria-label="{_esc(summary)}">'
-        f"<title>{_title()}</title>"
+        f"<title>{_title(names)}</title>"
         f'<text class="chart-label chart-empty" x="{_n(width / 2)}" y="{_n(h / 2)}"'
         f' text-anchor="middle" dominant-baseline="middle" fill="currentColor">{empty}</text>'
         f"</svg>"
     )
 
 
-def _title() -> str:
+def _title(names: tuple[str, str] | None = None) -> str:
+    if names is not None:
+        return _esc(gettext("Waits per run: %(a)s vs %(b)s") % {"a": names[0], "b": names[1]})
     return _esc(gettext("Waits per run: streaming on vs streaming off"))
+
+
+def _short(name: str, limit: int = 14) -> str:
+    """A lane label fits left of the plot; the title and the summary say it whole."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _summary(
@@ -336,8 +357,11 @@ def _summary(
     trials: int,
     first_medians: dict[str, float | None],
     complete_medians: dict[str, float | None],
+    names: tuple[str, str] | None = None,
 ) -> str:
     """What a screen reader announces instead of the drawing: the medians, in words."""
+    if names is not None:
+        return _setups_summary(trials, first_medians, complete_medians, names)
     if not any(v is not None for v in (*first_medians.values(), *complete_medians.values())):
         return ngettext(
             "Waits per run, streaming on vs off, %(runs)d run: no data.",
@@ -392,3 +416,31 @@ def _n(value: float) -> str:
 
 def _esc(text: str) -> str:
     return escape(text, quote=True)
+
+
+def _setups_summary(
+    trials: int,
+    first_medians: dict[str, float | None],
+    complete_medians: dict[str, float | None],
+    names: tuple[str, str],
+) -> str:
+    """The summary of a "setups" run: each pane by what it ran."""
+    values = {
+        "runs": trials,
+        "a": names[0],
+        "b": names[1],
+        "a_first": _seconds(first_medians["stream"]),
+        "b_first": _seconds(first_medians["nostream"]),
+        "a_done": _seconds(complete_medians["stream"]),
+        "b_done": _seconds(complete_medians["nostream"]),
+    }
+    return (
+        ngettext(
+            "Waits per run, %(a)s vs %(b)s, %(runs)d run. Median wait for first text: %(a_first)s "
+            "and %(b_first)s. Median wait for the complete answer: %(a_done)s and %(b_done)s.",
+            "Waits per run, %(a)s vs %(b)s, %(runs)d runs. Median wait for first text: %(a_first)s "
+            "and %(b_first)s. Median wait for the complete answer: %(a_done)s and %(b_done)s.",
+            trials,
+        )
+        % values
+    )

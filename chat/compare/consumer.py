@@ -76,7 +76,22 @@ class CompareConsumer(LiveConsumer):
         if not isinstance(prompt, str) or not isinstance(model, str):
             raise ClientError(gettext("Type a prompt first."))
         trials = request_id(content.get("trials", 1), "trials")
-        run = await database_sync_to_async(runs.create_run)(self.owner, prompt, model, trials)
+        pairing = runs.parse_pairing(content.get("pairing"))
+        gateway_timeout_s = runs.parse_gateway_timeout(content.get("gateway_timeout"))
+        setups = (
+            [runs.parse_setup(content, pane) for pane in runs.PANES.values()]
+            if pairing == runs.SETUPS
+            else []
+        )
+        run = await database_sync_to_async(runs.create_run)(
+            self.owner,
+            prompt,
+            model,
+            trials,
+            pairing=pairing,
+            gateway_timeout_s=gateway_timeout_s,
+            setups=setups,
+        )
         await self._follow_run(run)
         await self.send(text_data=await database_sync_to_async(render_run)(run, oob=True))
         get_comparisons().launch(self.owner, run, self.channel_name)

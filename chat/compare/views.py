@@ -9,11 +9,13 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from chat import providers
 from chat.compare import runs
 from chat.compare.rendering import run_context
+from chat.compare.replay import present_context, replay_context
 from chat.compare.runs import MODES, run_sides, verdict
 from chat.models import ComparisonRun
 from chat.owners import Owner
@@ -40,6 +42,8 @@ def _page(request: HttpRequest, run: ComparisonRun | None) -> HttpResponse:
     }
     if run is not None:
         context.update(run_context(run))
+        context.update(replay_context(run))
+        context["present_url"] = reverse("chat:compare_present", args=[run.pk])
     return render(request, "compare/page.html", context)
 
 
@@ -53,6 +57,13 @@ def compare(request: HttpRequest) -> HttpResponse:
 def run_page(request: HttpRequest, run_id: int) -> HttpResponse:
     """A run's permalink: its answers, figures and chart, live if it is still running."""
     return _page(request, _owned_run(request, run_id))
+
+
+@require_GET
+def present(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run full-window for a projector (large type, the clocks, the chart, keys)."""
+    run = _owned_run(request, run_id)
+    return render(request, "compare/present.html", present_context(run, shared=False))
 
 
 @require_GET
@@ -86,6 +97,7 @@ def _export_rows(run: ComparisonRun) -> list[dict[str, Any]]:
                     "total_tokens": side.total_tokens,
                     "tokens_estimated": side.tokens_estimated,
                     "error": side.error_message,
+                    **runs.side_export_fields(side, run),
                 }
             )
     return sorted(rows, key=lambda row: (row["trial"], row["mode"] != "stream"))
@@ -104,6 +116,7 @@ def export_json(request: HttpRequest, run_id: int) -> JsonResponse:
             "buffered_off_side": run.buffered,
             "trials": run.trials,
             "created_at": run.created_at.isoformat(),
+            **runs.run_export_fields(run),
             "verdict": verdict(sides["stream"], sides["nostream"]),
             "results": _export_rows(run),
         },

@@ -116,6 +116,7 @@ class AnswerRun:
                 stream=turn.stream or turn.answer.buffered,
                 options=turn.options,
                 request_id=generation.trace_id,
+                read_timeout=turn.read_timeout,
             ):
                 if isinstance(event, llm.TextDelta | llm.ReasoningDelta):
                     now = time.perf_counter()

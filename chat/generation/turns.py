@@ -45,6 +45,9 @@ class Turn:
     # The language of the socket that asked (active when the turn is made): every frame of
     # the answer, broadcast to all sockets showing the conversation, is written in it.
     language: str = field(default_factory=lambda: translation.get_language() or "")
+    # The idle read timeout of this answer's request when not the pool's (the comparison page's
+    # gateway timeout: a proxy's limit, applied for real so its failure is the upstream's own).
+    read_timeout: float | None = None
 
 
 def request_options(conversation: Conversation) -> dict[str, Any]:

@@ -121,10 +121,15 @@ class ChatClient:
         stream: bool = True,
         options: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        read_timeout: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Send one chat request and yield its events; failures arrive as ``Failed``.
 
         ``request_id`` (ours) is sent as ``X-Request-Id`` on every attempt.
+
+        ``read_timeout`` (seconds) shortens the pool's idle read timeout for this request only,
+        as a proxy in front of the upstream would (the comparison page's gateway timeout): a
+        reply silent that long ends in the same ``UpstreamTimeout`` as the pool's own.
 
         ``stream=False`` makes one non-streaming call and yields the same event types.
         ``options`` (temperature, max_tokens, enable_thinking, …) go where the protocol takes
@@ -150,6 +155,7 @@ class ChatClient:
                     attempt=attempt,
                     deadline=deadline,
                     request_id=request_id,
+                    read_timeout=read_timeout,
                 )
                 async with aclosing(once):
                     async for event in once:
@@ -190,6 +196,7 @@ class ChatClient:
         attempt: int = 0,
         deadline: float | None = None,
         request_id: str | None = None,
+        read_timeout: float | None = None,
     ) -> AsyncGenerator[Event, None]:
         include_usage = self._include_usage
         body = self._dialect.body(model, messages, stream, options, include_usage=include_usage)
@@ -210,7 +217,11 @@ class ChatClient:
                     response = await clock.wait(
                         stack.enter_async_context(
                             self._http.stream(
-                                "POST", url, json=body, headers=self._headers(stream, request_id)
+                                "POST",
+                                url,
+                                json=body,
+                                headers=self._headers(stream, request_id),
+                                timeout=self._timeout(read_timeout),
                             )
                         )
                     )
@@ -285,6 +296,21 @@ class ChatClient:
             return
         logger.warning("upstream %s failed: %r", server_label(self._base_url), error)
         yield Failed(error)
+
+    def _timeout(self, read_timeout: float | None) -> httpx.Timeout:
+        """The pool's timeouts, with this request's idle read timeout if it has its own.
+
+        A gateway in front of the upstream cuts a silent connection at its limit, but our own
+        idle limit still holds behind it: the shorter wins, as it would in production.
+        """
+        pool = self._http.timeout
+        if read_timeout is None or read_timeout <= 0:
+            return pool
+        if pool.read is not None:
+            read_timeout = min(read_timeout, pool.read)
+        return httpx.Timeout(
+            connect=pool.connect, read=read_timeout, write=pool.write, pool=pool.pool
+        )
 
     def _redact(self, error: UpstreamError) -> UpstreamError:
         """Make sure the API key never leaves this module inside an error."""

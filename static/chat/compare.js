@@ -21,6 +21,26 @@
     if (runButton) runButton.form.elements.trials.value = runButton.dataset.trials;
   });
 
+  // "Compare": streaming on vs off (one model) or any two setups (a model, streaming and
+  // thinking per pane). Only the chosen pairing's fields are shown; the server reads only them.
+  function showPairing() {
+    var chooser = document.querySelector("#compare-form [data-pairing]");
+    if (!chooser) return;
+    document.querySelectorAll("#compare-form [data-pairing-only]").forEach(function (part) {
+      part.hidden = part.dataset.pairingOnly !== chooser.value;
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("#compare-form [data-pairing]")) showPairing();
+  });
+  function setUpForm() {
+    var second = document.querySelector('#compare-form select[name="model_b"]');
+    if (second && second.selectedIndex === 0 && second.options.length > 1) second.selectedIndex = 1;
+    showPairing();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", setUpForm);
+  else setUpForm();
+
   // The click: the clock starts just before the request leaves the page.
   document.addEventListener("htmx:wsConfigSend", function (event) {
     if (event.target.id === "compare-form") run.clickedAt = performance.now();

@@ -4,7 +4,7 @@ from these; test modules import from here, never from each other (nor from conft
 
 Servers
     processes        free ports, waiting for a port, stopping a child process
-    app              Streamside under Daphne (``start_app``, ``two_workers``)
+    app              Streamside under Daphne (``start_app``, ``two_workers``), manage.py on its DB
     simulator        the upstream simulator in its own process, and its request log
     services         the machine's PostgreSQL and Redis, and skipping where one is missing
     redis_server     a private redis-server to kill and restart
@@ -20,6 +20,8 @@ Clients
     inbox            a socket read in the background: its frames, alerts and close code
     frames           reading the frames a socket received
     upstream         a model server's client talking to the simulator directly
+    compare_runs     the comparison socket driven as its form does
+    app_shell        the ORM on a running app's database (accounts, rows changed by hand)
     doubles          httpx transports replaying recorded bytes
     sse              model-server streams built as bytes, and what they mean
     events           the upstream client's events: text, failure

@@ -93,3 +93,19 @@ def two_workers(
     finally:
         for _, process in started:
             stop_process(process)
+
+
+def manage(env: dict[str, str], db: Path, *args: str) -> None:
+    """``manage.py ARGS`` on an app's SQLite database (``db``), before the app starts on it."""
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**env, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{db}"},
+        check=True,
+        capture_output=True,
+    )
+
+
+def set_provider(env: dict[str, str], db: Path, *args: str) -> None:
+    """Register a provider (``manage.py set_provider``) on an app's database."""
+    manage(env, db, "set_provider", *args)
