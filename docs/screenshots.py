@@ -3,8 +3,10 @@ real app in Debian's chromium, in English and in Simplified Chinese.
 
 Starts the simulator (its speed set by environment, so no ``#sim`` line shows in a prompt) and
 the app on loopback ports, then for each language: the chat with one finished answer and one
-streaming, a thinking model's answer, and the comparison page after "Run 5 times". Selectors
-are ids and attributes, never words, so both languages take the same path.
+streaming, a thinking model's answer, the comparison page after "Run 5 times", that run's share
+link opened without an account, a replay of it mid-way, two setups side by side, and a run
+through a 5 s gateway timeout. Selectors are ids and attributes, never words, so both languages
+take the same path.
 """
 
 from __future__ import annotations
@@ -97,6 +99,55 @@ def compare(page: Page, base: str, words: dict[str, str], name: str) -> None:
     page.screenshot(path=OUT / f"compare.{name}.png", full_page=True)
 
 
+def share(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    """The run just made (``compare``), shared: its link opened by someone without an account,
+    then replayed there mid-way."""
+    page.locator("[data-share] button").first.click()
+    page.locator("[data-share-panel] form button[type=submit]").first.click()
+    link = page.locator("[data-share-link][data-new]").get_attribute("data-share-link")
+    assert link, "no share link was made"
+    browser = page.context.browser
+    assert browser is not None
+    stranger = browser.new_context(
+        viewport={"width": 1280, "height": 820}, locale=LANGUAGES[name]["locale"]
+    )
+    shared = stranger.new_page()
+    shared.goto(link)
+    shared.wait_for_selector("[data-verdict]")
+    shared.screenshot(path=OUT / f"share.{name}.png", full_page=True)
+    shared.locator("[data-replay-button]").click()
+    shared.wait_for_selector("[data-replay]")
+    time.sleep(2.5)  # mid-replay: the streamed pane growing, the other still waiting
+    shared.screenshot(path=OUT / f"replay.{name}.png")
+    stranger.close()
+
+
+def setups(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    """Two setups side by side: the first two models the picker offers, both streamed."""
+    page.goto(base + "/compare/")
+    page.wait_for_selector('[data-connected="true"]')
+    page.locator("select[name=pairing]").select_option("setups")
+    options = page.locator("select[name=model_a] option")
+    page.locator("select[name=model_b]").select_option(options.nth(1).get_attribute("value"))
+    page.locator("#prompt").fill(words["compare"])
+    page.locator("#compare-form button[data-trials='1']").click()
+    page.wait_for_selector("[data-verdict]", timeout=120000)
+    time.sleep(0.5)
+    page.screenshot(path=OUT / f"setups.{name}.png", full_page=True)
+
+
+def timeout(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    """The "Long essay" preset through a 5 s gateway: the unstreamed side is cut."""
+    page.goto(base + "/compare/")
+    page.wait_for_selector('[data-connected="true"]')
+    page.locator("button.preset").nth(2 if name == "en" else 3).click()
+    page.locator("select[name=gateway_timeout]").select_option("5")
+    page.locator("#compare-form button[data-trials='1']").click()
+    page.wait_for_selector("[data-verdict]", timeout=120000)
+    time.sleep(0.5)
+    page.screenshot(path=OUT / f"timeout.{name}.png", full_page=True)
+
+
 def main() -> int:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -118,7 +169,7 @@ def main() -> int:
                     device_scale_factor=1,
                 )
                 page = context.new_page()
-                for shot in (chat, thinking, compare):
+                for shot in (chat, thinking, compare, share, setups, timeout):
                     shot(page, base, words, name)
                     print(f"docs/{shot.__name__}.{name}.png")
                 context.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.hostile import MAX_FENCE_CHARS, MAX_HUGE_CHARS
-from simulator.prompt import has_cjk, last_user_text, split_directives
+from simulator.prompt import asked_tokens, has_cjk, last_user_text, split_directives
 
 __all__ = [
     "FAULTS",
@@ -199,7 +199,8 @@ def resolve_options(
     """Merge app defaults < body ``seed`` < body ``"sim"`` < ``#sim`` directive into options.
 
     Unset timing/length options get deterministic per-prompt values, so a given prompt and seed
-    always behaves the same while different prompts still look varied. ``thinking`` says whether
+    always behaves the same while different prompts still look varied; a prompt that asks for
+    a length ("about 800 words", "约800字") gets about that many tokens. ``thinking`` says whether
     the request thinks when no option sets ``think`` (the model's default or ``enable_thinking``);
     it then gets about 60 reasoning tokens.
     """
@@ -224,7 +225,9 @@ def resolve_options(
     merged.setdefault("seed", seed)
     merged.setdefault("ttft", jitter_ttft)
     merged.setdefault("tps", jitter_tps)
-    merged.setdefault("tokens", jitter_tokens)
+    # A prompt asking for a length gets about that length (the long-essay preset runs long
+    # enough for a gateway's idle timeout to cut its unstreamed twin, as a real model's would).
+    merged.setdefault("tokens", asked_tokens(prompt) or jitter_tokens)
     merged.setdefault("lang", "zh" if has_cjk(prompt) else "en")
     merged.setdefault("think", jitter_think if thinking else 0)
     return SimOptions(**merged)

@@ -81,3 +81,20 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
         cjk = len(CJK_RE.findall(text))
         total += cjk + len(_WORD_RE.findall(CJK_RE.sub(" ", text))) + 4
     return max(total, 1)
+
+
+_LENGTH_RE = re.compile(r"(\d{2,5})\s*(?:-\s*)?(words?\b|字)", re.IGNORECASE)
+MAX_ASKED_TOKENS = 4096
+"""The most a length asked for in the prompt sets (``max_tokens`` still cuts sooner)."""
+
+
+def asked_tokens(prompt: str) -> int | None:
+    """Tokens for an answer of the length the prompt asks ("about 800 words", "约800字"), as a
+    model would write it: about 4 tokens per 3 English words, one per Chinese character.
+    None when the prompt names no length: the simulator's own default applies."""
+    found = _LENGTH_RE.search(prompt)
+    if found is None:
+        return None
+    count = int(found.group(1))
+    tokens = count if found.group(2) == "字" else round(count * 4 / 3)
+    return min(tokens, MAX_ASKED_TOKENS)

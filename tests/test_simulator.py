@@ -759,3 +759,21 @@ def test_defaults_are_deterministic_and_in_range() -> None:
     assert first.lang == "en" and first.seed == 0
     overridden = resolve_options("qwen-plus", messages, defaults={"tps": 99}, body_sim={"tps": 12})
     assert overridden.tps == 12 and overridden.ttft == first.ttft
+
+
+@pytest.mark.parametrize(
+    ("prompt", "tokens"),
+    [
+        ("Write a detailed essay (about 800 words) on rivers.", 1067),
+        ("请写一篇约800字的文章。", 800),
+        ("A 300-word summary, please.", 400),
+        ("Write 99999 words.", 4096),
+    ],
+)
+def test_a_prompt_asking_for_a_length_gets_about_that_many_tokens(prompt: str, tokens: int) -> None:
+    """As a model writes what is asked: the long-essay preset runs long enough for a gateway's
+    idle timeout to cut its unstreamed twin. A directive still wins."""
+    messages = [{"role": "user", "content": prompt}]
+    assert resolve_options("qwen-plus", messages).tokens == tokens
+    told = [{"role": "user", "content": prompt + "\n#sim tokens=20"}]
+    assert resolve_options("qwen-plus", told).tokens == 20
