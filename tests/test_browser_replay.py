@@ -181,8 +181,8 @@ def test_the_presentation_view_runs_the_same_prompt_again_from_the_keyboard(
     p.goto(saved_run.url + "present/")
     p.wait_for_selector('[data-connected="true"]')
     seen = len([r for r in simulator.requests() if "[t-replay-run]" in str(r["messages"])])
+    old = p.evaluate("location.pathname")  # before the key: the new address may come at once
     p.keyboard.press("n")
-    old = p.evaluate("location.pathname")
     new = until_sync(
         lambda: (path := p.evaluate("location.pathname")) != old and path,
         "a new run's presentation address",
