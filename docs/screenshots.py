@@ -118,6 +118,7 @@ def share(page: Page, base: str, words: dict[str, str], name: str) -> None:
     shared.locator("[data-replay-button]").click()
     shared.wait_for_selector("[data-replay]")
     time.sleep(2.5)  # mid-replay: the streamed pane growing, the other still waiting
+    shared.evaluate("window.scrollTo(0, 0)")  # the button is at the foot; the panes at the top
     shared.screenshot(path=OUT / f"replay.{name}.png")
     stranger.close()
 
@@ -152,6 +153,10 @@ def main() -> int:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         print("make screenshots needs Debian's chromium (apt-get install chromium)")
+        return 1
+    cjk = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout
+    if not cjk.strip():  # the Chinese shots would show boxes for every character
+        print("make screenshots needs a Chinese font (apt-get install fonts-noto-cjk)")
         return 1
     sim, sim_process = start_simulator()
     tmp = Path(tempfile.mkdtemp(prefix="screenshots-"))

@@ -199,6 +199,15 @@ def test_both_turns_of_a_trial_carry_the_gateway_timeout() -> None:
 # --- The verdict -------------------------------------------------------------------------------
 
 
+def test_no_verdict_while_a_side_still_streams() -> None:
+    """The cut side ends (and is reported) first: the verdict waits for the other's figures
+    instead of saying it "finished in —"."""
+    streaming = side("stream", 0.4, None, status=Message.Status.STREAMING, gateway=5.0)
+    assert verdict([streaming], [timed_out("nostream", 5.0)]) == ""
+    a = side("stream", 0.4, None, status=Message.Status.STREAMING, setup="qwen-turbo")
+    assert verdict([a], [side("nostream", 0.9, 6.0, setup="qwen-max")]) == ""
+
+
 def test_the_timeout_point_verdict_names_the_side_the_gateway_cut() -> None:
     text = verdict([side("stream", 0.4, 24.0, gateway=10.0)], [timed_out("nostream")])
     assert text == (

@@ -338,6 +338,10 @@ def verdict(stream: Sequence[Side], nostream: Sequence[Side]) -> str:
     """
     if not stream or not nostream:
         return ""
+    if any(s.status == Message.Status.STREAMING for s in (*stream, *nostream)):
+        # Not while a side still streams: a side the gateway cut, or any quicker one, is
+        # reported by the browser first, and the other's figures are not there yet.
+        return ""
     if stream[0].setup:
         return setups_verdict(stream, nostream)
     if all(s.failed for s in nostream) and all(s.timed_out for s in nostream):
