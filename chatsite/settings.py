@@ -233,6 +233,30 @@ AXES_RESET_ON_SUCCESS = False
 # and cleared at the next sign-in once they no longer count.
 AXES_DISABLE_ACCESS_LOG = True
 
+# --- Email (password reset links) -----------------------------------------------------------
+# "console" prints each email, reset link included, to the worker's output (the journal):
+# development only. A team sets django.core.mail.backends.smtp.EmailBackend and the EMAIL_HOST*.
+EMAIL_BACKEND = (
+    os.environ.get("EMAIL_BACKEND", "").strip() or "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "").strip() or "localhost"
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25") or 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+# A secret: its name holds PASSWORD, so the log filter (chat/ops/logsafety.py) blanks it out.
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+# STARTTLS on the submission port (587); EMAIL_USE_SSL for implicit TLS (465). Not both.
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one.")
+# Django waits for ever on a silent mail server by default, holding the request's thread.
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "").strip() or "webmaster@localhost"
+# How long a reset link works (seconds): an hour, not Django's three days; it works once anyway.
+PASSWORD_RESET_TIMEOUT = int(os.environ.get("PASSWORD_RESET_TIMEOUT", "3600") or 3600)
+if PASSWORD_RESET_TIMEOUT <= 0:
+    raise ImproperlyConfigured("PASSWORD_RESET_TIMEOUT must be more than 0 seconds.")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

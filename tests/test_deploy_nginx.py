@@ -346,8 +346,9 @@ def test_sign_in_guesses_through_nginx_are_counted_at_the_real_address(
 
 
 def test_nginx_limits_requests_to_the_sign_in_pages(deployment: Deployment) -> None:
-    """Past a burst, nginx itself answers the sign-in pages (the app's and the admin's, one
-    budget per address) with 429; other pages are not limited, and the limit passes."""
+    """Past a burst, nginx itself answers the sign-in pages (the app's and the admin's) and the
+    password reset request (one budget per address) with 429: no flood of reset emails; other
+    pages are not limited, and the limit passes."""
     login = f"{deployment.https}/accounts/login/"
     with httpx.Client(verify=False, timeout=10) as http:
         flood = [http.get(login) for _ in range(25)]
@@ -356,5 +357,6 @@ def test_nginx_limits_requests_to_the_sign_in_pages(deployment: Deployment) -> N
         refused = flood[statuses.index(429)]
         assert refused.headers["server"].startswith("nginx") and "Too Many" in refused.text
         assert http.get(f"{deployment.https}/admin/login/").status_code == 429
+        assert http.get(f"{deployment.https}/accounts/password/reset/").status_code == 429
         assert http.get(f"{deployment.https}/healthz").status_code == 200
         until_sync(lambda: http.get(login).status_code == 200, "the limit passed", within=20)

@@ -1,16 +1,18 @@
-"""Accounts' pages: sign-up when the deployment allows it (login, logout and password change
-are Django's own views, with templates in the app's style under ``templates/registration/``),
-and the staff page of usage: requests and tokens per user per day, the last 30 days."""
+"""Accounts' pages: sign-up when the deployment allows it (login, logout, password change and
+password reset are Django's own views, with templates in the app's style under
+``templates/registration/``), and the staff page of usage: requests and tokens per user per
+day, the last 30 days."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
 from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -49,6 +51,17 @@ class LoginView(auth_views.LoginView):
             "allow_signup": settings.CHAT_ALLOW_SIGNUP,
             "throttle": throttle.stated_limit(),
         }
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset request (the same "sent" page whether or not an account has the address;
+    no email for inactive accounts), telling the email how long its link works."""
+
+    def form_valid(self, form: PasswordResetForm) -> HttpResponse:
+        # Read per request, not at import: PASSWORD_RESET_TIMEOUT is what the token checks.
+        minutes = max(1, math.ceil(settings.PASSWORD_RESET_TIMEOUT / 60))
+        self.extra_email_context = {"minutes": minutes}
+        return super().form_valid(form)
 
 
 @require_GET
