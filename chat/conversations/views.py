@@ -11,13 +11,16 @@ from django.contrib import messages as flash
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from chat.conversations import work
+from chat import providers
+from chat.conversations import landing, work
 from chat.conversations.page import HtmxHttpRequest, owned_conversation, page_context
 from chat.conversations.settings_form import apply_settings
+from chat.exceptions import ClientError
 from chat.generation import registry
 from chat.generation.control import ask_workers_to_stop
 from chat.generation.records import settle_orphans
@@ -28,7 +31,7 @@ from chat.owners import Owner
 
 @require_GET
 def index(request: HtmxHttpRequest) -> HttpResponse:
-    """The newest conversation, or an empty page that invites the first one."""
+    """The newest conversation, or the landing: a message box that starts the first one."""
     work.purge_deleted(owner=Owner.from_request(request))
     latest = Owner.from_request(request).chats().first()
     if latest is not None:
@@ -38,14 +41,62 @@ def index(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_POST
 def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
+    """A new chat; from the landing's message box (``message`` posted), with that message."""
     owner = Owner.from_request(request)
+    if "message" in request.POST:
+        return _start_from_landing(request, owner)
+    conversation = _untouched_or_new(owner)
+    url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _untouched_or_new(owner: Owner, choice: tuple[int | None, str] | None = None) -> Conversation:
+    """The chat to start in; ``choice`` (provider id, model) overrides the one used last."""
     # An untouched new chat is reused rather than piling up empty ones in the sidebar.
     conversation = owner.chats().filter(messages__isnull=True).first()
     if conversation is None:
-        conversation = Conversation(**_like_latest(owner), **owner.new_conversation_fields())
+        fields = _like_latest(owner)
+        if choice is not None:
+            fields.pop("provider", None)
+            fields.update(provider_id=choice[0], model=choice[1])
+        conversation = Conversation(**fields, **owner.new_conversation_fields())
         conversation.save()
-    url = reverse("chat:conversation", kwargs={"conversation_id": conversation.pk})
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    elif choice is not None:
+        conversation.provider_id, conversation.model = choice
+        conversation.save(update_fields=["provider", "model"])
+    return conversation
+
+
+def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
+    """Create the chat and open it; its page sends the message once its socket opens.
+
+    A refused message (empty, too long) or model creates nothing: the landing comes back with
+    the alert and the text as typed.
+    """
+    errors: list[str] = []
+    try:
+        text = landing.message_text(request.POST["message"])
+    except ClientError as exc:
+        errors.append(exc.message)
+    choice = None
+    if "model" in request.POST:
+        try:
+            upstream, model = providers.parse_choice(request.POST["model"])
+        except ClientError as exc:
+            errors.append(exc.message)
+        else:
+            choice = (upstream.provider_id, model)
+    if errors:
+        context = {
+            **page_context(request, None),
+            "model_groups": providers.picker(request.POST.get("model", "")),
+            "landing_text": request.POST["message"],
+            "landing_errors": errors,
+        }
+        return render(request, "chat/page.html", context)
+    conversation = _untouched_or_new(owner, choice)
+    landing.keep(request, conversation.pk, text)
+    return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
 def _like_latest(owner: Owner) -> dict[str, object]:
@@ -63,7 +114,13 @@ def conversation_page(request: HtmxHttpRequest, conversation_id: int) -> HttpRes
     conversation = owned_conversation(request, conversation_id)
     live = registry.running_in(conversation.pk)
     settle_orphans(conversation, live)
-    return render(request, "chat/page.html", page_context(request, conversation, live))
+    pending = landing.take(request, conversation.pk)
+    context = {**page_context(request, conversation, live), "pending_message": pending}
+    response = render(request, "chat/page.html", context)
+    if pending:
+        # Back must not show this page from the cache: its script would send the message again.
+        add_never_cache_headers(response)
+    return response
 
 
 @require_POST

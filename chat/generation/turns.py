@@ -241,7 +241,7 @@ def create_turn(
     ``standalone`` sends the message without the conversation's earlier turns (each trial of
     a comparison is the same single question, not a follow-up).
     """
-    text = _message_text(text)
+    text = message_text(text)
     with transaction.atomic():
         # Every request counts, each side of each trial of a comparison too.
         conversation, checks = _locked(owner, conversation_id, live)
@@ -278,7 +278,7 @@ def create_turn(
     )
 
 
-def _message_text(text: str) -> str:
+def message_text(text: str) -> str:
     """A message as it will be saved, or a ClientError saying why it cannot be."""
     text = text.strip()
     if not text:
@@ -338,7 +338,7 @@ def create_edit(
     (exports keep them, marked, and their answers still count toward the rate limit). The new
     text is saved before anything is sent upstream, and answered with the turns before it.
     """
-    text = _message_text(text)
+    text = message_text(text)
     with transaction.atomic():
         conversation, checks = _locked(owner, conversation_id, live)
         upstream = _upstream(conversation)

@@ -1,6 +1,7 @@
-// Conversation work: editing a sent message in place (Enter sends, Esc cancels) and the Undo
-// offer's timeout after a delete. htmx sends the edit over the socket (the form's ws-send);
-// every label comes from the server's HTML, none from here. No inline script (CSP).
+// Conversation work: editing a sent message in place (Enter sends, Esc cancels), sending the
+// landing page's first message, and the Undo offer's timeout after a delete. htmx sends the
+// edit over the socket (the form's ws-send); every label comes from the server's HTML, none
+// from here. No inline script (CSP).
 (function () {
   "use strict";
 
@@ -52,6 +53,19 @@
       event.preventDefault();
       if (box.value.trim() && box.form) box.form.requestSubmit();
     }
+  });
+
+  // The first message typed on the landing page (chat/conversations/landing.py): the server
+  // renders it once into the composer's data-pending-message, and it is sent as if typed here
+  // when the socket first opens. The attribute goes as it is used, so a reconnect cannot send
+  // it again; if the server refuses it, it stays in the box with the alert.
+  document.addEventListener("htmx:wsOpen", function () {
+    var form = document.getElementById("composer");
+    var box = form && form.querySelector("textarea[name=message]");
+    if (!box || !form.hasAttribute("data-pending-message")) return;
+    box.value = form.dataset.pendingMessage;
+    form.removeAttribute("data-pending-message");
+    form.requestSubmit();
   });
 
   // "Deleted “…”. Undo" goes away after a while, though not while the reader is on it.
