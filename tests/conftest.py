@@ -22,6 +22,7 @@ from tests.support.visitor import Visitor
 
 if TYPE_CHECKING:  # imported where used: a run that needs none of them does not pay for them
     from playwright.sync_api import Browser, Page
+    from pytest_django.fixtures import Settings
 
     from tests.support.postgres_server import PostgresServer
     from tests.support.redis_server import RedisServer
@@ -197,3 +198,10 @@ def compiled() -> None:
     from tests.support.i18n import compile_catalogue
 
     compile_catalogue()
+
+
+@pytest.fixture
+def login_required(settings: Settings) -> Settings:
+    """Every page needs a signed-in user (``CHAT_REQUIRE_LOGIN``), as in production."""
+    settings.CHAT_REQUIRE_LOGIN = True
+    return settings

@@ -9,23 +9,9 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 
 from chat.models import ComparisonRun, Conversation, Message
+from tests.support.visitor import PASSWORD, client_signed_in
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "a-long-enough-passphrase-7"
-
-
-@pytest.fixture
-def accounts(settings: Settings) -> Settings:
-    settings.CHAT_REQUIRE_LOGIN = True
-    return settings
-
-
-def signed_in(username: str) -> tuple[Client, User]:
-    user = User.objects.create_user(username, password=PASSWORD)
-    client = Client()
-    client.force_login(user)
-    return client, user
 
 
 def conversation_of(user: User) -> Conversation:
@@ -38,13 +24,13 @@ PAGES = ["/", "/c/{id}/", "/c/{id}/export.json", "/compare/", "/compare/history/
 
 
 @pytest.mark.parametrize("path", PAGES)
-def test_every_page_needs_a_login(accounts: Settings, client: Client, path: str) -> None:
+def test_every_page_needs_a_login(login_required: Settings, client: Client, path: str) -> None:
     response = client.get(path.format(id=1))
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
-def test_sign_in_then_chat_then_sign_out(accounts: Settings, client: Client) -> None:
+def test_sign_in_then_chat_then_sign_out(login_required: Settings, client: Client) -> None:
     User.objects.create_user("ada", password=PASSWORD)
     page = client.get("/accounts/login/").content.decode()
     assert "Sign in" in page and "Accounts are created by your administrator." in page
@@ -62,8 +48,8 @@ def test_sign_in_then_chat_then_sign_out(accounts: Settings, client: Client) -> 
     assert client.get("/").status_code == 302
 
 
-def test_password_change(accounts: Settings) -> None:
-    client, user = signed_in("grace")
+def test_password_change(login_required: Settings) -> None:
+    client, user = client_signed_in("grace")
     response = client.post(
         "/accounts/password/",
         {
@@ -77,9 +63,9 @@ def test_password_change(accounts: Settings) -> None:
     assert user.check_password("another-long-passphrase-9")
 
 
-def test_sign_up_only_when_open(accounts: Settings, client: Client) -> None:
+def test_sign_up_only_when_open(login_required: Settings, client: Client) -> None:
     assert client.get("/accounts/signup/").status_code == 404
-    accounts.CHAT_ALLOW_SIGNUP = True
+    login_required.CHAT_ALLOW_SIGNUP = True
     assert "Create one" in client.get("/accounts/login/").content.decode()
     response = client.post(
         "/accounts/signup/",
@@ -103,8 +89,8 @@ def test_sign_up_only_when_open(accounts: Settings, client: Client) -> None:
         ("get", "/compare/{run}.csv"),
     ],
 )
-def test_another_users_ids_are_not_found(accounts: Settings, method: str, path: str) -> None:
-    _, owner = signed_in("owner")
+def test_another_users_ids_are_not_found(login_required: Settings, method: str, path: str) -> None:
+    _, owner = client_signed_in("owner")
     mine = conversation_of(owner)
     run = ComparisonRun.objects.create(
         user=owner,
@@ -114,7 +100,7 @@ def test_another_users_ids_are_not_found(accounts: Settings, method: str, path: 
         stream_conversation=conversation_of(owner),
         nostream_conversation=conversation_of(owner),
     )
-    intruder, _ = signed_in("intruder")
+    intruder, _ = client_signed_in("intruder")
     response = getattr(intruder, method)(
         path.format(id=mine.pk, run=run.pk), {"title": "pwned", "model": "qwen-turbo"}
     )

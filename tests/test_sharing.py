@@ -17,25 +17,12 @@ from chat.compare.runs import create_run, create_trial
 from chat.models import ComparisonRun, Conversation, Message, ShareLink
 from chat.owners import Owner
 from chat.sharing import links
+from tests.support.visitor import client_signed_in
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "a-long-enough-passphrase-7"
 PROVIDER = "Acme Cloud"
 HOST = "api.acme.example"
-
-
-@pytest.fixture
-def accounts(settings: Settings) -> Settings:
-    settings.CHAT_REQUIRE_LOGIN = True
-    return settings
-
-
-def signed_in(username: str) -> tuple[Client, User]:
-    user = User.objects.create_user(username, password=PASSWORD)
-    client = Client()
-    client.force_login(user)
-    return client, user
 
 
 def finished_run(user: User) -> ComparisonRun:
@@ -84,8 +71,8 @@ def test_a_token_is_long_random_and_url_safe() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", token) for token in tokens)
 
 
-def test_the_owner_shares_a_run_and_anyone_sees_it_read_only(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_the_owner_shares_a_run_and_anyone_sees_it_read_only(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     run = finished_run(ada)
     panel = owner.get(f"/s/run/{run.pk}/", headers={"HX-Request": "true"})
     assert panel.status_code == 200 and "Create link" in panel.content.decode()
@@ -115,15 +102,15 @@ def test_the_owner_shares_a_run_and_anyone_sees_it_read_only(accounts: Settings)
         assert absent not in body, absent
     # The shared run stays private everywhere else.
     assert stranger.get(f"/compare/{run.pk}/").status_code == 302  # to the sign-in page
-    _, grace = signed_in("grace")
+    _, grace = client_signed_in("grace")
     other = Client()
     other.force_login(grace)
     assert other.get(f"/compare/{run.pk}/").status_code == 404
     assert other.get(url).status_code == 200  # the link itself works for anyone
 
 
-def test_every_view_counts_and_the_owner_sees_the_count(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_every_view_counts_and_the_owner_sees_the_count(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     run = finished_run(ada)
     link = links.create(Owner(user_id=ada.pk, session_key=""), run=run)
     for _ in range(3):
@@ -134,8 +121,8 @@ def test_every_view_counts_and_the_owner_sees_the_count(accounts: Settings) -> N
     assert 'data-views="3"' in panel and "3 views" in panel
 
 
-def test_provider_names_show_only_when_the_owner_allows(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_provider_names_show_only_when_the_owner_allows(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     run = finished_run(ada)
     owner.post(
         f"/s/run/{run.pk}/new/",
@@ -158,8 +145,10 @@ def test_provider_names_show_only_when_the_owner_allows(accounts: Settings) -> N
         ),
     ],
 )
-def test_a_dead_link_is_the_same_404_as_an_unknown_one(accounts: Settings, kill: object) -> None:
-    _, ada = signed_in("ada")
+def test_a_dead_link_is_the_same_404_as_an_unknown_one(
+    login_required: Settings, kill: object
+) -> None:
+    _, ada = client_signed_in("ada")
     link = links.create(Owner(user_id=ada.pk, session_key=""), run=finished_run(ada))
     assert Client().get(f"/s/{link.token}/").status_code == 200
     kill(link)  # type: ignore[operator]
@@ -172,8 +161,8 @@ def test_a_dead_link_is_the_same_404_as_an_unknown_one(accounts: Settings, kill:
     assert link.views == 1  # a dead link's visits do not count
 
 
-def test_revoke_from_the_panel(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_revoke_from_the_panel(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     run = finished_run(ada)
     link = links.create(Owner(user_id=ada.pk, session_key=""), run=run)
     response = owner.post(f"/s/links/{link.pk}/revoke/", headers={"HX-Request": "true"})
@@ -187,12 +176,12 @@ def test_revoke_from_the_panel(accounts: Settings) -> None:
     assert "Share this comparison" in page and "No share links yet." in page
 
 
-def test_nobody_else_makes_lists_or_revokes_links(accounts: Settings) -> None:
-    _, ada = signed_in("ada")
+def test_nobody_else_makes_lists_or_revokes_links(login_required: Settings) -> None:
+    _, ada = client_signed_in("ada")
     run = finished_run(ada)
     chat = chat_of(ada)
     link = links.create(Owner(user_id=ada.pk, session_key=""), run=run)
-    grace, _ = signed_in("grace")
+    grace, _ = client_signed_in("grace")
     assert grace.get(f"/s/run/{run.pk}/").status_code == 404
     assert grace.post(f"/s/run/{run.pk}/new/", {"expires": "never"}).status_code == 404
     assert grace.get(f"/s/c/{chat.pk}/").status_code == 404
@@ -205,15 +194,15 @@ def test_nobody_else_makes_lists_or_revokes_links(accounts: Settings) -> None:
     assert Client().post(f"/s/run/{run.pk}/new/", {"expires": "never"}).status_code == 302
 
 
-def test_an_unknown_expiry_is_refused(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_an_unknown_expiry_is_refused(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     run = finished_run(ada)
     assert owner.post(f"/s/run/{run.pk}/new/", {"expires": "forever"}).status_code == 400
     assert not ShareLink.objects.exists()
 
 
-def test_a_shared_conversation_shows_its_messages_and_no_controls(accounts: Settings) -> None:
-    owner, ada = signed_in("ada")
+def test_a_shared_conversation_shows_its_messages_and_no_controls(login_required: Settings) -> None:
+    owner, ada = client_signed_in("ada")
     chat = chat_of(ada)
     page = owner.get(f"/c/{chat.pk}/").content.decode()
     assert f'hx-get="/s/c/{chat.pk}/"' in page  # the Share button on the chat page
@@ -231,8 +220,8 @@ def test_a_shared_conversation_shows_its_messages_and_no_controls(accounts: Sett
         assert absent not in body, absent
 
 
-def test_a_deleted_conversation_is_no_longer_shared(accounts: Settings) -> None:
-    _, ada = signed_in("ada")
+def test_a_deleted_conversation_is_no_longer_shared(login_required: Settings) -> None:
+    _, ada = client_signed_in("ada")
     chat = chat_of(ada)
     link = links.create(Owner(user_id=ada.pk, session_key=""), conversation=chat)
     assert Client().get(f"/s/{link.token}/").status_code == 200

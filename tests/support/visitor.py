@@ -96,3 +96,15 @@ def signed_in(app: App, username: str, password: str = PASSWORD) -> Visitor:
     response = visitor.post("/accounts/login/", {"username": username, "password": password})
     assert not response.url.path.startswith("/accounts/"), response.url  # in: the chat
     return visitor
+
+
+def client_signed_in(username: str) -> tuple[Any, Any]:
+    """A new user ``username`` (password ``PASSWORD``) and Django's test client signed in as
+    them (``pytest.mark.django_db`` tests)."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user = User.objects.create_user(username, password=PASSWORD)
+    client = Client()
+    client.force_login(user)
+    return client, user
