@@ -11,9 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from chat.compare.runs import PRESETS
-from tests.support.app import App, manage, set_provider, start_app
+from tests.support.app import App, manage, running_app, set_provider
 from tests.support.compare_runs import press_run, read_until, verdict_of
-from tests.support.processes import stop_process
 from tests.support.simulator import Simulator, running_simulator
 from tests.support.visitor import Visitor, compare_socket
 from tests.support.waiting import throughout
@@ -48,11 +47,8 @@ def paired(
     manage(full, db, "migrate", "--noinput")
     native = ["--protocol", "dashscope", "--base-url", f"{second.base}/api/v1"]
     set_provider(full, db, "Second sim", *native, "--models", "qwen-max,qwen-plus")
-    instance, process = start_app(tmp, env)
-    try:
+    with running_app(tmp, env) as instance:
         yield instance
-    finally:
-        stop_process(process)
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.app import App, manage, set_provider, start_app
+from tests.support.app import App, manage, running_app, set_provider
 from tests.support.frames import Frame, streamed_text
-from tests.support.processes import stop_process
 from tests.support.simulator import KEY, Simulator
 from tests.support.sockets import collect_answer, send
 from tests.support.visitor import Visitor, answer_row
@@ -74,11 +73,8 @@ def multi(keyed_simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) 
     )
     set_provider(full, db, "Wrong key", "--base-url", f"{sim}/v1", "--models", "qwen-plus",
                  "--api-key-env", "WRONG_API_KEY")  # fmt: skip
-    instance, process = start_app(tmp, env)
-    try:
+    with running_app(tmp, env) as instance:
         yield instance
-    finally:
-        stop_process(process)
 
 
 @pytest.fixture

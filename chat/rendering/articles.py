@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import translation
@@ -106,10 +107,11 @@ async def final_frame_off_loop(view: MessageView) -> fragments.Frame:
     return await asyncio.to_thread(_in_language, translation.get_language(), final_frame, view)
 
 
-def _in_language(language: str | None, draw: Any, view: MessageView) -> fragments.Frame:
+def _in_language(
+    language: str | None, draw: Callable[[MessageView], fragments.Frame], view: MessageView
+) -> fragments.Frame:
     with translation.override(language):
-        frame: fragments.Frame = draw(view)
-    return frame
+        return draw(view)
 
 
 def _on_file_changed(sender: Any, file_path: Any, **kwargs: Any) -> None:

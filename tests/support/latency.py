@@ -10,14 +10,12 @@ frame holding several stamps counts each: a chunk that waited for its frame wait
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 
+# The benchmark's reading of the same stamps, and its percentile.
+from bench.analysis import STAMP, percentile
 from tests.support.frames import Frame
-
-STAMP = re.compile(r"⟦(\d+\.\d+)⟧")
 
 
 def token_latencies(frames: Iterable[Frame], answer_id: int) -> list[float]:
@@ -30,17 +28,6 @@ def token_latencies(frames: Iterable[Frame], answer_id: int) -> list[float]:
         if answer == answer_id
         for stamp in STAMP.findall(text)
     ]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0-100); NaN when there are none."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary(values: Sequence[float]) -> str:
