@@ -31,7 +31,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "through a stall) crlf weird stamp shuffle coalesce think (reasoning tokens; 0 = "
         "none) reasoning_field (reasoning_content reasoning reasoning_text think) final_empty "
         "(native: an empty last event) huge (one token of N characters) fence (an unclosed code "
-        "fence of N characters).",
+        "fence of N characters) math (a formula in TeX; on when the prompt asks about one).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="TCP port (8001; 0 = any free)")

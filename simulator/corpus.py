@@ -133,6 +133,19 @@ CODE_SNIPPETS = (
         "ORDER BY replies DESC;",
     ),
 )
+# Formulas (``math``): a paragraph with inline TeX, then a display block, as models write them.
+EN_MATH = (
+    "For a quadratic equation $ax^2 + bx + c = 0$ with $a \\neq 0$, the roots are\n\n"
+    "$$\nx = \\frac{-b \\pm \\sqrt{b^2 - 4ac}}{2a}\n$$",
+    "The Gaussian integral shows why $e^{-x^2}$ matters, although it has no elementary "
+    "antiderivative:\n\n$$\n\\int_{-\\infty}^{\\infty} e^{-x^2}\\,dx = \\sqrt{\\pi}\n$$",
+)
+ZH_MATH = (
+    "一元二次方程 $ax^2 + bx + c = 0$（$a \\neq 0$）的求根公式是：\n\n"
+    "$$\nx = \\frac{-b \\pm \\sqrt{b^2 - 4ac}}{2a}\n$$",
+    "高斯积分说明了 $e^{-x^2}$ 的重要性，尽管它没有初等原函数：\n\n"
+    "$$\n\\int_{-\\infty}^{\\infty} e^{-x^2}\\,dx = \\sqrt{\\pi}\n$$",
+)
 # Words too generic to name the topic of a prompt.
 EN_STOP = frozenset(
     [

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.hostile import MAX_FENCE_CHARS, MAX_HUGE_CHARS
-from simulator.prompt import asked_tokens, has_cjk, last_user_text, split_directives
+from simulator.prompt import (
+    asked_tokens,
+    asks_for_math,
+    has_cjk,
+    last_user_text,
+    split_directives,
+)
 
 __all__ = [
     "FAULTS",
@@ -90,6 +96,9 @@ class SimOptions:
     fence: int = 0
     """The answer is a code fence that never closes, this many characters, token by token
     (``simulator.hostile``). 0: the usual prose."""
+    math: bool = False
+    """After its first paragraph the answer shows a formula in TeX: inline ``$…$`` and a
+    ``$$`` display block. On by default when the prompt asks about a formula or an equation."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the JSON request log."""
@@ -97,7 +106,7 @@ class SimOptions:
 
 
 _BOOL_KEYS = frozenset(
-    {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty", "echo"}
+    {"fragment", "keepalive", "crlf", "weird", "stamp", "shuffle", "final_empty", "echo", "math"}
 )
 _INT_KEYS = frozenset(
     {"seed", "tokens", "fault_after", "coalesce", "think", "fault_times", "huge", "fence"}
@@ -230,4 +239,5 @@ def resolve_options(
     merged.setdefault("tokens", asked_tokens(prompt) or jitter_tokens)
     merged.setdefault("lang", "zh" if has_cjk(prompt) else "en")
     merged.setdefault("think", jitter_think if thinking else 0)
+    merged.setdefault("math", asks_for_math(prompt))
     return SimOptions(**merged)

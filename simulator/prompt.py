@@ -31,10 +31,11 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
+        # Native parts have no "type"; an image part ({"image": …}) has no text either.
         parts = [
             str(part.get("text", ""))
             for part in content
-            if isinstance(part, dict) and part.get("type", "text") == "text"
+            if isinstance(part, dict) and part.get("type", "text") == "text" and "text" in part
         ]
         return "\n".join(parts)
     return ""
@@ -81,6 +82,15 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
         cjk = len(CJK_RE.findall(text))
         total += cjk + len(_WORD_RE.findall(CJK_RE.sub(" ", text))) + 4
     return max(total, 1)
+
+
+_MATH_RE = re.compile(r"\b(?:formulas?|formulae|equations?)\b|公式|方程", re.IGNORECASE)
+
+
+def asks_for_math(prompt: str) -> bool:
+    """Whether the prompt asks about a formula or an equation (any case; 公式, 方程): its answer
+    then shows one in TeX, as a model writes it (``math`` option)."""
+    return bool(_MATH_RE.search(prompt))
 
 
 _LENGTH_RE = re.compile(r"(\d{2,5})\s*(?:-\s*)?(words?\b|字)", re.IGNORECASE)

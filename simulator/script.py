@@ -21,6 +21,7 @@ from typing import Any
 from simulator.corpus import (
     CODE_SNIPPETS,
     EN_HEADINGS,
+    EN_MATH,
     EN_SENTENCES,
     EN_STOP,
     EN_TABLE,
@@ -28,6 +29,7 @@ from simulator.corpus import (
     EN_THINK,
     EN_THINK_OPENERS,
     ZH_HEADINGS,
+    ZH_MATH,
     ZH_SENTENCES,
     ZH_TABLE,
     ZH_TERMS,
@@ -115,10 +117,11 @@ def _tokenize(text: str, rng: random.Random) -> list[str]:
 class _Writer:
     """Produces markdown blocks for one language from a seeded RNG."""
 
-    def __init__(self, rng: random.Random, lang: str, topic: str) -> None:
+    def __init__(self, rng: random.Random, lang: str, topic: str, math: bool = False) -> None:
         self.rng = rng
         self.zh = lang == "zh"
         self.topic = topic
+        self.math = math
         self._deck: list[str] = []
 
     def sentence(self) -> str:
@@ -164,6 +167,8 @@ class _Writer:
     def blocks(self) -> Iterator[str]:
         """An endless, realistic-looking sequence of markdown blocks."""
         yield self.paragraph(1, 3)
+        if self.math:
+            yield self.rng.choice(ZH_MATH if self.zh else EN_MATH)
         while True:
             yield self.heading()
             yield self.paragraph()
@@ -226,7 +231,7 @@ def plan_answer(model: str, messages: list[dict[str, Any]], opts: SimOptions) ->
         return _tokenize(prompt, rng)
     if opts.fence:
         return fence_tokens(opts.fence, rng)
-    writer = _Writer(rng, opts.lang, _topic(prompt, opts.lang))
+    writer = _Writer(rng, opts.lang, _topic(prompt, opts.lang), math=opts.math)
     budget = opts.tokens
     tokens: list[str] = []
     if budget > _TAIL_MIN:

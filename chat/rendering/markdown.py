@@ -11,6 +11,8 @@ Fenced code is highlighted here with Pygments: tokens become ``<span class="k">`
 writes it from ``highlight_css()``). A fence with an unknown or no language is plain escaped
 text: nothing guesses. Each code block carries its copy button; its label comes from
 ``data-lang`` through CSS, so neither is part of the answer's text.
+
+TeX formulas (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) become MathML: ``chat.rendering.math``.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ from pygments.lexers import get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
+from chat.rendering.math import (
+    DISPLAY_CLASS,
+    MATH_ATTRIBUTES,
+    MATH_TAGS,
+    display_math_closer,
+    math_plugin,
+)
+
 ALLOWED_TAGS = {
     "a", "blockquote", "br", "button", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5",
     "h6", "hr", "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th",
-    "thead", "tr", "ul",
+    "thead", "tr", "ul", *MATH_TAGS,
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
@@ -44,11 +54,12 @@ ALLOWED_ATTRIBUTES = {
     "code": {"class"},  # language-…
     "div": {"data-lang"},
     "ol": {"start"},
+    **MATH_ATTRIBUTES,
 }
 # Classes are kept only where the code blocks need them: Pygments' token classes on spans.
 ALLOWED_CLASSES = {
     "button": {"copy", "copy--code"},
-    "div": {"codeblock"},
+    "div": {"codeblock", DISPLAY_CLASS},
     "pre": {"highlight"},
     "span": {name for name in STANDARD_TYPES.values() if name},
 }
@@ -150,6 +161,7 @@ def _build_parser() -> MarkdownIt:
     md.add_render_rule("image", _image_as_text)
     md.add_render_rule("fence", _fence)
     md.add_render_rule("code_block", _indented_code)
+    md.use(math_plugin)
     return md
 
 
@@ -177,7 +189,8 @@ def sanitize(html: str) -> str:
 class BlockSplitter:
     """Cuts a growing markdown text into finished blocks and a raw tail, for live rendering.
 
-    A block is finished at a blank line outside a fenced code block: nothing that follows can
+    A block is finished at a blank line outside a fenced code block (or a display formula,
+    ``$$``/``\\[`` alone on a line up to its closing line): nothing that follows can
     change how it renders (near enough; the final answer is rendered again as a whole). Each
     block is rendered once, so live markdown costs O(n) overall, not a re-render per token.
 
@@ -188,12 +201,13 @@ class BlockSplitter:
     when read.
     """
 
-    __slots__ = ("_fence", "_joined", "_lines", "_partial")
+    __slots__ = ("_fence", "_joined", "_lines", "_math", "_partial")
 
     def __init__(self) -> None:
         self._lines: list[str] = []  # whole lines since the last cut, each with its "\n"
         self._partial: list[str] = []  # the line still being written, in the pieces it came
         self._fence = ""  # the marker of the open code fence (```, ~~~~, …); "" outside one
+        self._math = ""  # what closes the open display formula ($$ or \\]); "" outside one
         self._joined: str | None = ""  # the tail, once read (None: changed since)
 
     @property
@@ -231,15 +245,20 @@ class BlockSplitter:
         return block
 
     def _ends_block(self, line: str) -> bool:
-        """Whether this whole line (stripped) is a blank one outside a fence; opens or closes
-        a fence on the way."""
+        """Whether this whole line (stripped) is a blank one outside a fence or formula; opens
+        or closes one on the way."""
         fence = self._fence
         if fence:
             if line.startswith(fence) and not line[len(fence) :].strip(fence[0]).strip():
                 self._fence = ""
+        elif self._math:
+            if line.endswith(self._math):
+                self._math = ""
         elif line.startswith(("```", "~~~")):
             marker = line[0]
             self._fence = line[: len(line) - len(line.lstrip(marker))]
         elif not line:
             return True
+        else:
+            self._math = display_math_closer(line)
         return False
