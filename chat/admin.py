@@ -3,11 +3,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Field
 from django.http import HttpRequest
 
 from chat import provider_rules
-from chat.models import Conversation, DailyUsage, Message, Provider
+from chat.models import (
+    Conversation,
+    DailyUsage,
+    GroupAccess,
+    Message,
+    Provider,
+    SignOn,
+    UserAllowance,
+)
 
 
 @admin.register(Provider)
@@ -85,4 +95,50 @@ class DailyUsageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class GroupAccessInline(admin.StackedInline):
+    """A group's access rules, on the group's page (``chat.accounts.access`` applies them)."""
+
+    model = GroupAccess
+    can_delete = True
+    verbose_name_plural = "chat access"
+    fields = ("default_provider", "providers", "model_list", "daily_token_limit")
+    filter_horizontal = ("providers",)
+
+
+class UserAllowanceInline(admin.StackedInline):
+    """A user's own daily token limit, on the user's page."""
+
+    model = UserAllowance
+    can_delete = True
+    verbose_name_plural = "chat allowance"
+
+
+admin.site.unregister(Group)
+admin.site.unregister(User)
+
+
+@admin.register(Group)
+class ChatGroupAdmin(GroupAdmin):
+    inlines = [*GroupAdmin.inlines, GroupAccessInline]
+
+
+@admin.register(User)
+class ChatUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserAllowanceInline]
+
+
+# Single sign-on links: which provider identity is which account. Deleting one makes that
+# identity's next sign-in link (or make) an account afresh.
+@admin.register(SignOn)
+class SignOnAdmin(admin.ModelAdmin):
+    list_display = ("user", "issuer", "subject", "created")
+    list_filter = ("issuer",)
+    search_fields = ("user__username", "user__email", "subject")
+    readonly_fields = ("user", "issuer", "subject", "created")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Links are made by signing in, never by hand."""
         return False

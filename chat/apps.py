@@ -9,7 +9,7 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat.accounts import signals
+        from chat.accounts import oidc, signals  # noqa: F401  (oidc: its system checks)
 
         # Sign-out, password changes, deactivation and deleted sessions close sockets.
         signals.connect()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -356,3 +358,113 @@ class ShareLink(models.Model):
     def __str__(self) -> str:
         what = f"run {self.run_id}" if self.run_id else f"conversation {self.conversation_id}"
         return f"Share link of {what}"
+
+
+class Attachment(models.Model):
+    """An image attached to a user message, validated and re-encoded (``chat.images``).
+
+    Kept in the database rather than under MEDIA_ROOT: every worker sees it without a shared
+    disk, a backup of the database is a backup of the conversation, and deleting the message
+    deletes its images. Uploaded before the message is sent, so ``message`` is empty until then.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Its owner, as a conversation's: the signed-in user, or the demo's session.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    filename = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    data = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["position", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.content_type} {self.width}x{self.height} ({self.pk})"
+
+
+class GroupAccess(models.Model):
+    """Which providers and models a group's members may use, and their daily token limit
+    (``chat.accounts.access`` reads them). A user may use what any of their groups allows."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="access")
+    default_provider = models.BooleanField(
+        "the default provider",
+        default=False,
+        help_text="The provider configured by the environment (LLM_API_BASE). With this "
+        "unticked and no provider picked below, every provider is allowed.",
+    )
+    providers = models.ManyToManyField(
+        Provider,
+        blank=True,
+        related_name="+",
+        help_text="Providers added in the admin that the group may use. With none picked and "
+        "the default provider unticked, every provider is allowed.",
+    )
+    model_list = models.TextField(
+        "models",
+        blank=True,
+        help_text="Models of those providers the group may use, one per line or separated by "
+        "commas; * and ? match any text and any one character (qwen-*). Empty: all of them.",
+    )
+    daily_token_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens a member may use a day. Empty: this group sets no limit "
+        "(CHAT_DAILY_TOKEN_LIMIT applies unless another group sets one); 0: no limit. A member "
+        "of several groups gets the most generous of their limits.",
+    )
+
+    class Meta:
+        verbose_name = "group access"
+        verbose_name_plural = "group access"
+
+    def __str__(self) -> str:
+        return f"Access of {self.group}"
+
+
+class UserAllowance(models.Model):
+    """One user's daily token limit, over their groups' and the setting's."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="allowance"
+    )
+    daily_token_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens this user may use a day, whatever their groups say. Empty: their "
+        "groups' limit, else CHAT_DAILY_TOKEN_LIMIT; 0: no limit.",
+    )
+
+    def __str__(self) -> str:
+        return f"Allowance of {self.user}"
+
+
+class SignOn(models.Model):
+    """One single sign-on identity (the provider's issuer + ``sub``) linked to one account: found
+    by ``sub``, never by email (an address can change hands or be edited at the provider; ``sub``
+    is the provider's stable key)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sign_ons"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sign_on_identity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.subject}"

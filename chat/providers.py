@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -198,14 +199,20 @@ def parse_choice(value: str) -> tuple[Upstream, str]:
     return upstream, model
 
 
-def picker(selected: str = "") -> list[dict[str, object]]:
-    """Option groups for a model ``<select>``: one per provider, labelled by its name."""
+def picker(
+    selected: str = "", allows: Callable[[int | None, str], bool] | None = None
+) -> list[dict[str, object]]:
+    """Option groups for a model ``<select>``: one per provider, labelled by its name.
+    ``allows(provider_id, model)``: only the models the user may use (``accounts.access``)."""
     groups: list[dict[str, object]] = []
     for upstream in all_upstreams():
         options = [
             {"value": upstream.choice(m), "label": m, "selected": upstream.choice(m) == selected}
             for m in upstream.models
+            if allows is None or allows(upstream.provider_id, m)
         ]
+        if not options and allows is not None:  # a provider the user may not use at all
+            continue
         label = upstream_message(upstream.name)  # "Offline simulator" in the reader's language
         groups.append({"label": label, "options": options, "simulator": upstream.simulator})
     return groups

@@ -6,7 +6,7 @@ from django.urls import path
 
 from chat.accounts import views as accounts
 from chat.compare import views as compare
-from chat.conversations import actions
+from chat.conversations import actions, uploads
 from chat.conversations import views as conversations
 
 app_name = "chat"
@@ -31,6 +31,9 @@ urlpatterns = [
         name="choose_version",
     ),
     path("search/", actions.search, name="search"),
+    path("images/upload/", uploads.upload_image, name="upload_image"),
+    path("images/<uuid:image_id>/", uploads.image, name="image"),
+    path("images/<uuid:image_id>/remove/", uploads.remove_image, name="remove_image"),
     path("usage/", accounts.usage_page, name="usage"),
     path("compare/", compare.compare, name="compare"),
     path("compare/history/", compare.history, name="compare_history"),

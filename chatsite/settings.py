@@ -10,6 +10,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -187,6 +188,11 @@ CHAT_REQUIRE_LOGIN = env_bool("CHAT_REQUIRE_LOGIN", not DEBUG)
 CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", False)
 # Tokens (prompt + completion, as upstreams report them) a user may use per day; 0: no limit.
 CHAT_DAILY_TOKEN_LIMIT = int(os.environ.get("CHAT_DAILY_TOKEN_LIMIT", "0") or 0)
+# Models a signed-in user in no group with access rules may use (chat/accounts/access.py):
+# "allow" every model, or "deny" them all. Superusers and the demo may always use every model.
+CHAT_ACCESS_DEFAULT = os.environ.get("CHAT_ACCESS_DEFAULT", "allow").strip().lower() or "allow"
+if CHAT_ACCESS_DEFAULT not in ("allow", "deny"):
+    raise ImproperlyConfigured("CHAT_ACCESS_DEFAULT must be allow or deny.")
 # Answers one user (or demo session) may request per minute; 0 for no limit.
 CHAT_RATE_LIMIT = int(os.environ.get("CHAT_RATE_LIMIT", "30") or 0)
 # Answers one user (or demo session) may have streaming at once, across all workers; 0: no cap.
@@ -232,6 +238,41 @@ AXES_RESET_ON_SUCCESS = False
 # No row per successful sign-in kept for ever (with its address): only failures are kept,
 # and cleared at the next sign-in once they no longer count.
 AXES_DISABLE_ACCESS_LOG = True
+
+# --- Single sign-on (OpenID Connect; chat/accounts/oidc.py) -----------------------------------
+# Off unless OIDC_ISSUER is set: then the login page offers "Sign in with <name>" beside the
+# password form (or instead of it, OIDC_ONLY). Endpoints are discovered from
+# <issuer>/.well-known/openid-configuration at the first sign-in; OIDC_OP_*_ENDPOINT name them.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "").strip()
+# A secret: only ever sent to the provider's token endpoint (its name has SECRET: never logged).
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "").strip()
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "").strip()
+# Email domains allowed to sign in (empty: any); a group claim one of whose groups is needed.
+OIDC_ALLOWED_DOMAINS = [d.lower().lstrip("@") for d in env_list("OIDC_ALLOWED_DOMAINS", [])]
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "").strip() or "groups"
+OIDC_ALLOWED_GROUPS = env_list("OIDC_ALLOWED_GROUPS", [])
+OIDC_ONLY_REQUESTED = env_bool("OIDC_ONLY", False)
+OIDC_ONLY = OIDC_ONLY_REQUESTED and bool(OIDC_ISSUER)
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "").strip() or "openid email profile"
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0)
+OIDC_VERIFY_SSL = True
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "").strip()
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "").strip()
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "").strip()
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "").strip()
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+# Signing out also signs out at the provider (its end_session_endpoint, if it has one); the ID
+# token is kept in the (server-side) session for that.
+OIDC_LOGOUT_AT_PROVIDER = env_bool("OIDC_LOGOUT_AT_PROVIDER", False) and bool(OIDC_ISSUER)
+OIDC_STORE_ID_TOKEN = OIDC_LOGOUT_AT_PROVIDER
+if OIDC_ISSUER:
+    # Last: the throttle's backend still sees every sign-in first (it needs the request, which
+    # the library passes); its callback is not counted (AXES_WHITELIST_CALLABLE).
+    AUTHENTICATION_BACKENDS.append("chat.accounts.oidc.SignOnBackend")
+AXES_WHITELIST_CALLABLE = "chat.accounts.oidc.outside_throttle"
 
 # --- Email (password reset links) -----------------------------------------------------------
 # "console" prints each email, reset link included, to the worker's output (the journal):
@@ -336,6 +377,12 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
+if OIDC_LOGOUT_AT_PROVIDER:
+    # The sign-out form's answer redirects to the provider, and form-action governs that too.
+    _issuer = urlsplit(OIDC_ISSUER)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"].append(
+        f"{_issuer.scheme}://{_issuer.netloc}"
+    )
 
 _HTTP_LOG_LEVEL = os.environ.get("LOG_HTTP_LEVEL", "WARNING")
 LOGGING = {
@@ -443,3 +490,8 @@ STREAM_SESSION_CHECK = env_float("STREAM_SESSION_CHECK_MS", 60000.0) / 1000
 if STREAM_SESSION_CHECK < 0:
     raise ImproperlyConfigured("STREAM_SESSION_CHECK_MS must be 0 (never) or more.")
 CHAT_MAX_MESSAGE_CHARS = int(os.environ.get("CHAT_MAX_MESSAGE_CHARS", "32000"))
+# Images attached to a message (chat/images.py): bytes per file, pixels per image (larger is
+# refused as a decompression bomb) and images per message.
+CHAT_IMAGE_MAX_BYTES = int(os.environ.get("CHAT_IMAGE_MAX_BYTES", str(10 * 1024 * 1024)))
+CHAT_IMAGE_MAX_PIXELS = int(os.environ.get("CHAT_IMAGE_MAX_PIXELS", "25000000"))
+CHAT_IMAGE_MAX_COUNT = int(os.environ.get("CHAT_IMAGE_MAX_COUNT", "4"))

@@ -7,6 +7,10 @@ ASGI router):
 - ``POST /api/v1/services/aigc/text-generation/generation``: DashScope's native protocol, SSE
   with the ``X-DashScope-SSE: enable`` header, one JSON body without it (see
   ``simulator.native``).
+- ``POST /api/v1/services/aigc/multimodal-generation/generation``: the same, for requests with
+  images (content parts in, ``[{"text": …}]`` out). Images sent to a model whose name does not
+  say it sees ("vl", "vision", "omni", "4o") are refused in each protocol's words; a vision
+  model's answer begins by saying what it received (``simulator.images``).
 - ``GET  /v1/models``: OpenAI model list.
 - ``GET  /_sim/requests`` and ``/_sim/requests/{sim_id}``: the in-memory request log that tests
   use to see what the upstream observed (text and thinking sent, disconnects). ``DELETE
@@ -138,7 +142,7 @@ class SimulatorApp:
         if method == "POST" and path == "/v1/chat/completions":
             await self._generate(intake.COMPATIBLE, scope, receive, send)
             return
-        if method == "POST" and path == native.PATH:
+        if method == "POST" and path in (native.PATH, native.MULTIMODAL_PATH):
             await self._generate(intake.NATIVE, scope, receive, send)
             return
         if method == "GET" and path == "/v1/models":

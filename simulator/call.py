@@ -6,16 +6,19 @@ read everything they need from it, and ``Plan`` fixes the text before any byte i
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.images import receipt
 from simulator.options import SimOptions
 from simulator.prompt import prompt_of
 from simulator.script import plan_answer, plan_reasoning
 
 __all__ = ["THINK_CLOSE", "THINK_OPEN", "Call", "Plan"]
 
+_RECEIPT_RE = re.compile(r"\S+\s*|\s+")
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "\n</think>\n\n"
 """The tags around inline thinking (``reasoning_field=think``), as vLLM without a parser sends."""
@@ -37,6 +40,7 @@ class Call:
     protocol: str = "openai"
     result_format: str = "message"
     incremental: bool = True
+    multimodal: bool = False  # DashScope's multimodal route: content is a list of parts
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -73,7 +77,9 @@ class Plan:
     @classmethod
     def of(cls, call: Call) -> Plan:
         """``max_tokens`` cuts the answer only; the thinking is not part of the answer budget."""
-        answer = plan_answer(call.model, call.messages, call.opts)
+        # A vision request's answer first says what it received (``simulator.images``).
+        said = receipt(call.messages)
+        answer = [*_RECEIPT_RE.findall(said), *plan_answer(call.model, call.messages, call.opts)]
         limit = len(answer) if call.max_tokens is None else min(len(answer), call.max_tokens)
         return cls(
             reasoning=plan_reasoning(call.model, call.messages, call.opts),

@@ -90,6 +90,13 @@ ERRORS: dict[str, tuple[int, str, str, str]] = {
         "invalid_request_error",
         "invalid_parameter_error",
     ),
+    # As OpenAI words it for a text-only model sent an image_url part.
+    "no_vision": (
+        400,
+        "Invalid content type. image_url is only supported by certain models.",
+        "invalid_request_error",
+        "invalid_value",
+    ),
 }
 """Fault or problem kind -> (HTTP status, default ``message``, ``type``, ``code``)."""
 

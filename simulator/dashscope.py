@@ -29,6 +29,7 @@ def _events(call: Call, *, incremental: bool) -> native.NativeEvents:
         incremental=incremental,
         reasoning_key=call.reasoning_key,
         input_tokens=estimate_prompt_tokens(call.messages),
+        multimodal=call.multimodal,
     )
 
 

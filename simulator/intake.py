@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from simulator import native
+from simulator import images, native
 from simulator.call import Call
 from simulator.compatible import INVALID_PARAMETER, error_body
 from simulator.log import new_entry
@@ -54,6 +54,7 @@ class Request:
     include_usage: bool
     result_format: str = "message"
     incremental: bool = True
+    multimodal: bool = False
 
 
 class Dialect:
@@ -148,6 +149,9 @@ class Native(Dialect):
             raise Rejected("invalid", str(exc)) from exc
         # Text is the legacy default; models that think (Qwen3, QwQ) only speak "message".
         model_thinks = app.is_thinking(request.model)
+        multimodal = str(scope.get("path", "")).endswith(native.MULTIMODAL_PATH)
+        if images.has_images(request.messages) and not multimodal:
+            raise Rejected("invalid", images.NATIVE_TEXT_ONLY)
         return Request(
             model=request.model,
             messages=request.messages,
@@ -159,6 +163,7 @@ class Native(Dialect):
             include_usage=True,
             result_format=request.result_format or ("message" if model_thinks else "text"),
             incremental=request.incremental,
+            multimodal=multimodal,
         )
 
     def logged(self, request: Request) -> dict[str, Any]:
@@ -223,6 +228,8 @@ def _accept(
         ) from exc
     request = dialect.parse(body, scope, app)
     entry.update(dialect.logged(request))
+    if images.has_images(request.messages) and not images.is_vision(request.model):
+        raise Rejected("no_vision")
     # Whole (non-streaming) answers are refused to stream-only models and to thinking.
     if not request.stream and app.is_stream_only(request.model):
         raise Rejected("stream_only", response_id=entry["sim_id"])
@@ -255,6 +262,7 @@ def _accept(
         protocol=dialect.name,
         result_format=request.result_format,
         incremental=request.incremental,
+        multimodal=request.multimodal,
     )
 
 

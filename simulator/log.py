@@ -64,6 +64,7 @@ def new_entry(
         # The client's own id for the request (X-Request-Id), as a provider's logs keep it.
         "client_request_id": headers.get(b"x-request-id", b"").decode("latin-1") or None,
         "protocol": protocol,
+        "path": (scope or {}).get("path"),
         "model": None,
         "stream": False,
         "include_usage": False,

@@ -37,6 +37,8 @@ __all__ = [
 
 PATH = "/api/v1/services/aigc/text-generation/generation"
 """The route, below the app's prefix (the real service serves it from its host root)."""
+MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+"""The route for requests with images (qwen-vl): content parts in, ``[{"text": …}]`` out."""
 
 _INVALID_PARAMETER = "<400> InternalError.Algo.InvalidParameter: "
 
@@ -79,6 +81,11 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     ),
     "thinking_non_stream": (400, "InvalidParameter", THINKING_NON_STREAM),
     "timeout": (500, "RequestTimeOut", "Response timeout!"),
+    "no_vision": (
+        400,
+        "InvalidParameter",
+        _INVALID_PARAMETER + "The model does not support image input.",
+    ),
 }
 """Fault or problem kind -> (HTTP status, native ``code``, default ``message``)."""
 
@@ -188,14 +195,22 @@ class NativeEvents:
         incremental: bool,
         reasoning_key: str | None,
         input_tokens: int,
+        multimodal: bool = False,
     ) -> None:
         self.request_id = request_id
+        self.multimodal = multimodal
         self.result_format = result_format
         self.incremental = incremental
         self.reasoning_key = reasoning_key
         self.input_tokens = input_tokens
         self.text = ""
         self.reasoning = ""
+
+    def _content(self, text: str) -> Any:
+        """The multimodal route answers in parts: ``[{"text": …}]`` (none while thinking)."""
+        if not self.multimodal:
+            return text
+        return [{"text": text}] if text else []
 
     def usage(self, output_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
         """Cumulative usage; thinking responses add ``output_tokens_details``."""
@@ -226,7 +241,7 @@ class NativeEvents:
         if self.result_format == "text":
             output = {"finish_reason": finish_reason, "text": content}
         else:
-            message: dict[str, Any] = {"content": content}
+            message: dict[str, Any] = {"content": self._content(content)}
             if self.reasoning_key is not None:
                 message[self.reasoning_key] = reasoning
             message["role"] = "assistant"
@@ -250,7 +265,7 @@ class NativeEvents:
         if self.result_format == "text":
             output = {"finish_reason": finish_reason, "text": text}
         else:
-            message: dict[str, Any] = {"content": text, "role": "assistant"}
+            message: dict[str, Any] = {"content": self._content(text), "role": "assistant"}
             if self.reasoning_key is not None:
                 message[self.reasoning_key] = reasoning
             output = {"choices": [{"message": message, "finish_reason": finish_reason}]}

@@ -86,6 +86,25 @@ def app(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield instance
 
 
+@pytest.fixture(scope="module")
+def vision_app(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """The app on the module's simulator with models that see: qwen-vl-plus (and qwen-plus,
+    which cannot) over the OpenAI-compatible protocol, and the provider "Native" with
+    qwen-vl-max and qwen-max over DashScope's native one."""
+    import os
+
+    from tests.support.app import manage, set_provider
+
+    folder = tmp_path_factory.mktemp("vision")
+    env = {"LLM_API_BASE": sim.base_url, "LLM_MODELS": "qwen-vl-plus,qwen-plus"}
+    full, db = {**os.environ, **env}, folder / "db.sqlite3"
+    manage(full, db, "migrate", "--noinput")
+    set_provider(full, db, "Native", "--protocol", "dashscope", "--base-url",
+                 f"{sim.base}/api/v1", "--models", "qwen-vl-max,qwen-max")  # fmt: skip
+    with running_app(folder, env) as instance:
+        yield instance
+
+
 @pytest.fixture
 def visitor(app: App) -> Iterator[Visitor]:
     """A browser session on ``app`` (cookies, CSRF token, websockets), closed afterwards."""
@@ -205,3 +224,77 @@ def login_required(settings: Settings) -> Settings:
     """Every page needs a signed-in user (``CHAT_REQUIRE_LOGIN``), as in production."""
     settings.CHAT_REQUIRE_LOGIN = True
     return settings
+
+
+# --- Single sign-on ----------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from tests.support.oidc_provider import Provider
+
+
+@pytest.fixture(scope="module")
+def sso(
+    simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[App, Provider]]:
+    """A real OpenID Connect provider (alice of example.com in group "chat", mallory of
+    elsewhere.org) and the app trusting it, as "Test ID", for example.com only, signing out
+    there too (``OIDC_LOGOUT_AT_PROVIDER``); accounts on."""
+    from tests.support.app import start_app
+    from tests.support.oidc_provider import app_env, person, running_provider
+    from tests.support.processes import free_port, stop_process
+
+    port = free_port()
+    users = [
+        person("alice", "alice@example.com", ("chat",), first_name="Alice"),
+        person("mallory", "mallory@elsewhere.org"),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with running_provider(
+        tmp_path_factory.mktemp("provider"),
+        users,
+        f"{base}/accounts/oidc/callback/",
+        logout_redirect_uri=f"{base}/accounts/login/",
+    ) as provider:
+        env = app_env(
+            provider,
+            OIDC_PROVIDER_NAME="Test ID",
+            OIDC_ALLOWED_DOMAINS="example.com",
+            OIDC_LOGOUT_AT_PROVIDER="1",
+            CHAT_REQUIRE_LOGIN="1",
+            LLM_API_BASE=simulator.base_url,
+        )
+        instance, process = start_app(tmp_path_factory.mktemp("sso-app"), env, port=port)
+        try:
+            yield instance, provider
+        finally:
+            stop_process(process)
+
+
+@pytest.fixture
+def sso_settings(settings: Settings) -> Iterator[Settings]:
+    """Single sign-on on in this process (an issuer nobody is asked: no sign-in runs), with its
+    URLs, which exist only when ``OIDC_ISSUER`` is set at import: reloaded, and again after."""
+    import importlib
+
+    from django.test import override_settings
+    from django.urls import clear_url_caches
+
+    import chat.accounts.urls
+    import chatsite.urls
+
+    def reload() -> None:
+        importlib.reload(chat.accounts.urls)
+        importlib.reload(chatsite.urls)
+        clear_url_caches()
+
+    settings.OIDC_ISSUER = "https://id.example.com"
+    settings.OIDC_RP_CLIENT_ID = "streamside"
+    settings.OIDC_RP_CLIENT_SECRET = "a-client-secret-of-the-unit-tests"
+    settings.OIDC_PROVIDER_NAME = "Example ID"
+    settings.CHAT_REQUIRE_LOGIN = True
+    reload()
+    try:
+        yield settings
+    finally:
+        with override_settings(OIDC_ISSUER=""):
+            reload()

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from chat.accounts import oidc_urls
+from chat.accounts.oidc import SignOut
 from chat.accounts.views import LoginView, PasswordResetView, signup
 
 urlpatterns = [
     path("login/", LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", SignOut.as_view(), name="logout"),
     path(
         "password/",
         auth_views.PasswordChangeView.as_view(),
@@ -39,3 +42,6 @@ urlpatterns = [
     ),
     path("signup/", signup, name="signup"),
 ]
+if settings.OIDC_ISSUER:
+    # Single sign-on (chat/accounts/oidc.py); without an issuer its URLs do not exist.
+    urlpatterns += oidc_urls.urlpatterns

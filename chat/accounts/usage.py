@@ -1,10 +1,10 @@
 """Usage accounting: requests and tokens per user per day, the optional daily token limit,
 the per-minute rate and the cap on answers streaming at once.
 
-Tokens are what the upstream reported. An answer stopped or cut off before its upstream
-reported usage (OpenAI-compatible servers send it only in the last chunk) counts an estimate of
-what was sent and streamed (``estimate_tokens``), marked as one; a complete answer from a
-server that reports no usage counts as a request only.
+Tokens are what the upstream reported. An answer whose upstream reported no usage (stopped or
+cut off before the last chunk that carries it, or from a server that sends none while
+streaming, as llama.cpp) counts an estimate of what was sent and streamed
+(``estimate_tokens``), marked as one.
 Sync functions: async callers go through ``database_sync_to_async``.
 """
 
@@ -25,6 +25,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 
+from chat.accounts import access
 from chat.exceptions import ClientError
 from chat.models import DailyUsage, Message
 
@@ -42,8 +43,14 @@ MESSAGE_OVERHEAD = 4  # tokens a chat template adds per message (role, separator
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate, used only when the upstream reported no usage: one token
     per CJK character, one per four other characters (spaces included), rounded up."""
-    cjk = len(_CJK_RE.findall(text))
+    cjk = cjk_characters(text)
     return cjk + math.ceil((len(text) - cjk) / CHARS_PER_TOKEN)
+
+
+def cjk_characters(text: str) -> int:
+    """The characters of ``text`` that ``estimate_tokens`` counts one token each (a streaming
+    answer's live count adds them up piece by piece)."""
+    return len(_CJK_RE.findall(text))
 
 
 def estimate_prompt_tokens(messages: Iterable[Mapping[str, str]]) -> int:
@@ -87,8 +94,9 @@ def _add(user_id: int, **counts: int) -> None:
 
 
 def check_allowance(user_id: int) -> None:
-    """Refuse a new request once the user's tokens today reach ``CHAT_DAILY_TOKEN_LIMIT``."""
-    limit = settings.CHAT_DAILY_TOKEN_LIMIT
+    """Refuse a new request once the user's tokens today reach their daily limit (their own,
+    their groups' or ``CHAT_DAILY_TOKEN_LIMIT``: ``access.daily_limit``)."""
+    limit = access.of_user(user_id).token_limit
     if not limit:
         return
     used = _today(user_id).aggregate(total=Sum(F("prompt_tokens") + F("completion_tokens")))[
@@ -230,8 +238,10 @@ class RequestChecks:
             recent = _recent_answers(user_id, session_key, since).values("created_at")
             blocker = recent[self.rate_limit - 1 : self.rate_limit]
             annotations[_RATE_BLOCKER] = Subquery(blocker)
-        if self.token_limit and user_id is not None:
-            # One row per user and day: its total is what ``check_allowance`` sums.
+        if user_id is not None:
+            # One row per user and day: its total is what ``check_allowance`` sums. Read even
+            # without the setting's limit: the user's own or their groups' may apply
+            # (``access.of_row``, read with it).
             used = (
                 _today(user_id).order_by().values(total=F("prompt_tokens") + F("completion_tokens"))
             )

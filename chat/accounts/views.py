@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat.accounts import throttle, usage
+from chat.accounts import oidc, throttle, usage
 
 DAYS = 30
 
@@ -50,6 +50,7 @@ class LoginView(auth_views.LoginView):
             **super().get_context_data(**kwargs),
             "allow_signup": settings.CHAT_ALLOW_SIGNUP,
             "throttle": throttle.stated_limit(),
+            **oidc.login_context(self.request),
         }
 
 

@@ -25,7 +25,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from chat import providers
-from chat.accounts import usage
+from chat.accounts import access, usage
 from chat.exceptions import ClientError
 from chat.generation.turns import Turn, create_turn
 from chat.llm import Wording
@@ -170,6 +170,9 @@ def create_run(
         for setup in setups:
             upstream, chosen = providers.parse_choice(setup.choice)
             plan.append((upstream, chosen, setup.stream, setup.enable_thinking))
+    allowed = access.of_user(owner.user_id)
+    for upstream, chosen, _stream, _thinking in plan:
+        access.check_model_allowed(allowed, upstream, chosen)
     if trials not in TRIAL_CHOICES:
         raise ClientError(gettext("A comparison runs once or 5 times."))
     title = " ".join(prompt.split())[:50]

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from chat import providers
+from chat.accounts import access
 from chat.compare import runs
 from chat.compare.rendering import run_context
 from chat.compare.replay import present_context, replay_context
@@ -31,7 +32,8 @@ def _owned_run(request: HttpRequest, run_id: int) -> ComparisonRun:
 def _page(request: HttpRequest, run: ComparisonRun | None) -> HttpResponse:
     context: dict[str, Any] = {
         "model_groups": providers.picker(
-            providers.conversation_choice(run.stream_conversation) if run else ""
+            providers.conversation_choice(run.stream_conversation) if run else "",
+            access.for_request(request).allows,
         ),
         "presets": runs.PRESETS,
         "measuring": runs.upstream_label(),

@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils.translation import gettext
 
+from chat import images
 from chat.exceptions import ClientError
 from chat.generation.service import get_service
 from chat.live.consumer import CLOSE_NOT_FOUND, LiveConsumer, request_id
@@ -37,19 +38,25 @@ class ChatConsumer(LiveConsumer):
         await self.follow([conversation_id])
 
     async def handle(self, content: dict[str, Any]) -> None:
-        """A new message, an edited one, Stop, Retry or sync."""
+        """A new message, an edited one, Stop, Retry, Continue or sync."""
         action = content.get("action", "send")
         service = get_service()
         if action == "send":
             message = content.get("message")
             if not isinstance(message, str):
                 raise ClientError(gettext("Type a message first."))
-            await service.send(self.owner, self.conversation_id, message, self.channel_name)
+            image_ids = images.parse_ids(content.get("images"))
+            await service.send(
+                self.owner, self.conversation_id, message, self.channel_name, image_ids
+            )
         elif action == "stop":
             await service.stop(self.conversation_id, request_id(content.get("answer"), "answer"))
         elif action == "retry":
             answer_id = request_id(content.get("answer"), "answer")
             await service.retry(self.owner, self.conversation_id, answer_id, self.channel_name)
+        elif action == "continue":
+            answer_id = request_id(content.get("answer"), "answer")
+            await service.continue_answer(self.owner, self.conversation_id, answer_id)
         elif action == "sync":
             await self.sync(content.get("answers"))
         elif action == "edit":

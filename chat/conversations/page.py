@@ -7,7 +7,8 @@ from django.conf import settings
 from django.http import Http404, HttpRequest
 from django_htmx.middleware import HtmxDetails
 
-from chat import heartbeats, providers
+from chat import heartbeats, images, providers
+from chat.accounts import access
 from chat.conversations import work
 from chat.generation import registry
 from chat.generation.records import is_orphan, version_groups, versions_of
@@ -41,13 +42,19 @@ def page_context(
     streaming_answer_id = None
     if conversation is not None:
         # Shown versions only; whether a streaming one's worker died, judged by the database.
-        rows = list(heartbeats.with_staleness(conversation.messages.filter(hidden=False)))
+        shown = conversation.messages.filter(hidden=False).annotate(has_images=images.flag())
+        rows = list(heartbeats.with_staleness(shown))
         groups = version_groups(conversation.pk)
         if live is None:
             live = registry.running_in(conversation.pk)
+        pictures = images.views_for(images.question_ids(rows))
         for index, row in enumerate(rows):
             latest, versions = index == len(rows) - 1, versions_of(row, groups)
-            views.append(message_view(row, is_latest=latest, version_ids=versions))
+            views.append(
+                message_view(
+                    row, is_latest=latest, version_ids=versions, images=pictures.get(row.pk, ())
+                )
+            )
             if row.status == Message.Status.STREAMING and not is_orphan(row, live):
                 streaming_answer_id = row.pk
     return {
@@ -55,7 +62,8 @@ def page_context(
         "conversation": conversation,
         "chat_messages": views,
         "model_groups": providers.picker(
-            providers.conversation_choice(conversation) if conversation else ""
+            providers.conversation_choice(conversation) if conversation else "",
+            access.for_request(request).allows,
         ),
         "simulator": settings.LLM_SIMULATOR,
         "streaming_answer_id": streaming_answer_id,

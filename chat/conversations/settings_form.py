@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils.translation import gettext, gettext_lazy
 
 from chat import providers
+from chat.accounts import access
 from chat.exceptions import ClientError
 from chat.models import Conversation
 
@@ -56,6 +57,7 @@ def apply_settings(conversation: Conversation, data: Mapping[str, str]) -> list[
     if "model" in data:
         try:
             upstream, model = providers.parse_choice(data["model"])
+            access.check_model_allowed(access.of_user(conversation.user_id), upstream, model)
         except ClientError as exc:
             errors.append(str(exc))
         else:

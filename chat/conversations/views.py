@@ -6,6 +6,8 @@ Django views returning whole pages or, for htmx requests, the template partial t
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages as flash
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,7 +18,8 @@ from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from chat import providers
+from chat import images, providers
+from chat.accounts import access
 from chat.conversations import landing, work
 from chat.conversations.page import HtmxHttpRequest, owned_conversation, page_context
 from chat.conversations.settings_form import apply_settings
@@ -25,8 +28,9 @@ from chat.generation import registry
 from chat.generation.control import ask_workers_to_stop
 from chat.generation.records import settle_orphans
 from chat.generation.turns import request_options
-from chat.models import Conversation, Message, answer_outcome
+from chat.models import Conversation, Message, Provider, answer_outcome
 from chat.owners import Owner
+from chat.rendering.fragments import ImageView
 
 
 @require_GET
@@ -56,6 +60,8 @@ def _untouched_or_new(owner: Owner, choice: tuple[int | None, str] | None = None
     conversation = owner.chats().filter(messages__isnull=True).first()
     if conversation is None:
         fields = _like_latest(owner)
+        if choice is None and owner.user_id is not None:
+            choice = _allowed_instead(owner.user_id, fields)
         if choice is not None:
             fields.pop("provider", None)
             fields.update(provider_id=choice[0], model=choice[1])
@@ -65,6 +71,17 @@ def _untouched_or_new(owner: Owner, choice: tuple[int | None, str] | None = None
         conversation.provider_id, conversation.model = choice
         conversation.save(update_fields=["provider", "model"])
     return conversation
+
+
+def _allowed_instead(user_id: int, fields: dict[str, object]) -> tuple[int | None, str] | None:
+    """A new chat's model when the one used last is not the user's to use (their groups'
+    rules changed): the first they may use. None: keep it (also when they may use none)."""
+    allowed = access.of_user(user_id)
+    provider = fields.get("provider")
+    provider_id = provider.pk if isinstance(provider, Provider) else None
+    if allowed.allows(provider_id, str(fields["model"])):
+        return None
+    return access.first_allowed(allowed, providers.all_upstreams())
 
 
 def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
@@ -82,6 +99,7 @@ def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
     if "model" in request.POST:
         try:
             upstream, model = providers.parse_choice(request.POST["model"])
+            access.check_model_allowed(access.for_request(request), upstream, model)
         except ClientError as exc:
             errors.append(exc.message)
         else:
@@ -89,7 +107,9 @@ def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
     if errors:
         context = {
             **page_context(request, None),
-            "model_groups": providers.picker(request.POST.get("model", "")),
+            "model_groups": providers.picker(
+                request.POST.get("model", ""), access.for_request(request).allows
+            ),
             "landing_text": request.POST["message"],
             "landing_errors": errors,
         }
@@ -166,12 +186,8 @@ def delete_conversation(request: HtmxHttpRequest, conversation_id: int) -> HttpR
 def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
     """The whole conversation as saved, raw text included (what was really stored)."""
     conversation = owned_conversation(request, conversation_id)
-    fields = (
-        "id", "role", "content", "reasoning", "status", "model", "provider_name", "streamed",
-        "finish_reason", "error_kind", "error_message", "request_id", "ttft_ms", "thinking_ms",
-        "answer_ms", "total_ms", "prompt_tokens", "completion_tokens", "total_tokens",
-        "tokens_estimated", "created_at", "completed_at", "version_of", "hidden",
-    )  # fmt: skip
+    rows = list(conversation.messages.values(*_EXPORT_FIELDS))
+    pictures = images.views_for(row["id"] for row in rows if row["role"] == Message.Role.USER)
     return JsonResponse(
         {
             "id": conversation.pk,
@@ -189,9 +205,33 @@ def export_json(request: HttpRequest, conversation_id: int) -> JsonResponse:
                     ),
                 }
                 if row["role"] == Message.Role.ASSISTANT
-                else row
-                for row in conversation.messages.values(*fields)
+                else _with_images(row, pictures.get(row["id"], ()))
+                for row in rows
             ],
         },
         json_dumps_params={"ensure_ascii": False},
     )
+
+
+def _with_images(row: dict[str, Any], attached: tuple[ImageView, ...]) -> dict[str, Any]:
+    """A question, with its images if it has any (a text-only one is exported as before)."""
+    return {**row, "images": [_image_export(image) for image in attached]} if attached else row
+
+
+def _image_export(image: ImageView) -> dict[str, object]:
+    """An attached image in the JSON export: where its owner fetches it, and what it is."""
+    return {
+        "id": image.id,
+        "url": image.url,
+        "filename": image.filename,
+        "width": image.width,
+        "height": image.height,
+    }
+
+
+_EXPORT_FIELDS = (
+        "id", "role", "content", "reasoning", "status", "model", "provider_name", "streamed",
+        "finish_reason", "error_kind", "error_message", "request_id", "ttft_ms", "thinking_ms",
+        "answer_ms", "total_ms", "prompt_tokens", "completion_tokens", "total_tokens",
+        "tokens_estimated", "created_at", "completed_at", "version_of", "hidden",
+)  # fmt: skip

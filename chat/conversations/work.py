@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 from django.utils.translation import gettext, ngettext
 
+from chat import images
 from chat.exceptions import ClientError
 from chat.generation.records import version_groups, versions_of
 from chat.generation.turns import request_options
@@ -225,8 +226,12 @@ def export_markdown(conversation: Conversation) -> str:
     if conversation.system_prompt.strip():
         heading = gettext("System prompt")  # (xgettext does not look inside f-strings)
         lines += [f"## {heading}", "", conversation.system_prompt.strip(), ""]
+    pictures = images.views_for(images.question_ids(rows))
     for row in rows:
         lines += [f"## {_heading(row, versions_of(row, groups))}", ""]
+        for number, image in enumerate(pictures.get(row.pk, ()), start=1):
+            alt = gettext("Attached image %(number)s") % {"number": number}
+            lines += [f"![{alt}]({image.url})", ""]
         if row.reasoning:
             lines += [_quote(gettext("Thinking:") + "\n\n" + row.reasoning), ""]
         if row.content:

@@ -28,7 +28,7 @@ from chat.rendering import articles, fragments
 from .failures import InternalFailure, ServerStopped
 from .pacing import Pacer
 from .records import RETRYABLE, save_final_retrying
-from .state import Generation
+from .state import LIVE_STATS_INTERVAL, Generation
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +196,23 @@ class AnswerRun:
             generation.seq + 1,
             text,
             reasoning,
-            not self.sent_first,
+            not self.sent_first and generation.turn.continued is None,  # no "waiting…" to remove
             block_html=block_html,
             tail=generation.blocks.tail if block else "",  # read (joined) only when it is sent
             thinking_began=thinking_began,
             thought_ms=thought_ms,
         )
+        now = time.perf_counter()
+        if not generation.stats_at:
+            # The first count waits an interval: an upstream's usage follows its event's text.
+            generation.stats_at = now
+        elif now - generation.stats_at >= LIVE_STATS_INTERVAL:  # on this frame, not its own
+            generation.stats_at = now
+            tokens, rate, estimated = generation.live_figures(now)
+            if tokens is not None:
+                frame += fragments.live_stats(
+                    generation.answer_id, tokens, rate, estimated=estimated
+                )
         generation.timeline.add(round(generation.elapsed_ms()), len(text), len(reasoning))
         self.sent_reasoning = self.sent_reasoning or bool(reasoning)
         self.sent_text = self.sent_text or bool(text)
@@ -248,6 +259,7 @@ class AnswerRun:
                     fields,
                     generation.turn.user_id,
                     give_up_after=self.save_timeout,
+                    counted=generation.counted_tokens(),
                 )
             except RETRYABLE:  # given up, and logged: the sockets' silence check settles it
                 return

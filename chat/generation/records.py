@@ -18,7 +18,7 @@ from django.db.models import Field
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from chat import heartbeats
+from chat import heartbeats, images
 from chat.accounts import usage
 from chat.models import Conversation, Message
 from chat.rendering import fragments
@@ -53,9 +53,13 @@ def shown_views(
 ) -> list[fragments.MessageView]:
     """Views of shown messages, with their versions; ``latest``: the last one is the latest."""
     groups = version_groups(conversation_id)
+    pictures = images.views_for(images.question_ids(rows))
     return [
         fragments.message_view(
-            row, is_latest=latest and index == len(rows) - 1, version_ids=versions_of(row, groups)
+            row,
+            is_latest=latest and index == len(rows) - 1,
+            version_ids=versions_of(row, groups),
+            images=pictures.get(row.pk, ()),
         )
         for index, row in enumerate(rows)
     ]
@@ -176,22 +180,30 @@ def ended_answers(conversation_ids: list[int], ids: set[int]) -> list[fragments.
 def saved_log(conversation_id: int, *, with_retry: bool) -> str:
     """The conversation's messages as saved, for a socket that missed an answer's first frame."""
     shown = Message.objects.filter(conversation_id=conversation_id, hidden=False)
+    shown = shown.annotate(has_images=images.flag())
     views = shown_views(conversation_id, list(shown.order_by("pk")), latest=with_retry)
     return fragments.log_frame(conversation_id, views)
 
 
-def save_final(answer_id: int, fields: Mapping[str, Any], user_id: int | None = None) -> bool:
-    """Write the finished answer and add its tokens to its user's day; False if its
-    conversation was deleted meanwhile."""
+def save_final(
+    answer_id: int,
+    fields: Mapping[str, Any],
+    user_id: int | None = None,
+    counted: tuple[int | None, int | None, bool] | None = None,
+) -> bool:
+    """Write the finished answer and add its tokens to its user's day (``counted``: a
+    continuation's own prompt, completion and whether estimated, its row holding the sums);
+    False if its conversation was deleted meanwhile."""
+    if counted is None:
+        counted = (
+            fields.get("prompt_tokens"),
+            fields.get("completion_tokens"),
+            bool(fields.get("tokens_estimated")),
+        )
     with transaction.atomic():
         saved = bool(Message.objects.filter(pk=answer_id).update(**fields))
         if user_id is not None:
-            usage.add_tokens(
-                user_id,
-                fields.get("prompt_tokens"),
-                fields.get("completion_tokens"),
-                estimated=bool(fields.get("tokens_estimated")),
-            )
+            usage.add_tokens(user_id, counted[0], counted[1], estimated=counted[2])
     return saved
 
 
@@ -208,6 +220,7 @@ async def save_final_retrying(
     user_id: int | None,
     *,
     give_up_after: float,
+    counted: tuple[int | None, int | None, bool] | None = None,
 ) -> bool:
     """``save_final`` until the database takes it (for up to ``give_up_after`` seconds of the
     clock, attempts included); one warning when it first fails, one line when it goes
@@ -217,7 +230,7 @@ async def save_final_retrying(
     wait, failures = SAVE_RETRY_FIRST, 0
     while True:
         try:
-            saved = await database_sync_to_async(save_final)(answer_id, fields, user_id)
+            saved = await database_sync_to_async(save_final)(answer_id, fields, user_id, counted)
         except RETRYABLE as exc:
             failures += 1
             waited = loop.time() - started

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from chat.ops.logformat import log_answer
 from chat.owners import Owner
 from chat.rendering import fragments
 
-from . import records, registry, turns
+from . import continuation, records, registry, turns
 from .control import ControlPlane
 from .pacing import Pacer
 from .pipeline import AnswerRun, Publisher
@@ -104,12 +105,17 @@ class GenerationService:
     # Starting and stopping answers ------------------------------------------------------------
 
     async def send(
-        self, owner: Owner, conversation_id: int, text: str, origin: str | None = None
+        self,
+        owner: Owner,
+        conversation_id: int,
+        text: str,
+        origin: str | None = None,
+        image_ids: Sequence[uuid.UUID] = (),
     ) -> Generation:
-        """Save the user's message, then start answering it."""
+        """Save the user's message (with its uploaded images), then start answering it."""
         self._refuse_while_closing()
         turn = await _on_turn_thread(turns.create_turn)(
-            owner, conversation_id, text, self.live_of(owner)
+            owner, conversation_id, text, self.live_of(owner), image_ids=image_ids
         )
         return await self._start(turn, origin)
 
@@ -121,6 +127,17 @@ class GenerationService:
             owner, conversation_id, answer_id, self.live_of(owner)
         )
         return await self._start(turn, origin)
+
+    async def continue_answer(
+        self, owner: Owner, conversation_id: int, answer_id: int
+    ) -> Generation:
+        """Go on with the latest answer, cut at the length limit, appending to it."""
+        self._refuse_while_closing()
+        turn = await _on_turn_thread(continuation.create_continuation)(
+            owner, conversation_id, answer_id, self.live_of(owner)
+        )
+        # No origin: nothing was typed, so the composer keeps whatever draft it holds.
+        return await self._start(turn, None)
 
     async def edit(
         self, owner: Owner, conversation_id: int, message_id: int, text: str
@@ -207,6 +224,11 @@ class GenerationService:
     async def _show_turn(self, generation: Generation) -> None:
         """The turn frame: the question and the empty answer; it must precede any delta."""
         turn = generation.turn
+        if turn.continued is not None:  # the answer, its text so far, streaming again
+            with translation.override(generation.language):
+                frame = fragments.continue_frame(generation.live_view())
+            await self.publisher.publish(generation, frame, kind="turn")
+            return
         with translation.override(generation.language):
             frame = fragments.turn_frame(
                 turn.conversation_id,

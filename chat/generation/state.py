@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,7 +13,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from chat import llm
-from chat.accounts.usage import estimate_prompt_tokens, estimate_tokens
+from chat import timeline as timelines
+from chat.accounts.usage import (
+    CHARS_PER_TOKEN,
+    cjk_characters,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from chat.live.follower import DONE
 from chat.live.protocol import SnapshotEvent
 from chat.models import Message
 from chat.rendering import fragments
@@ -20,7 +28,17 @@ from chat.rendering.markdown import BlockSplitter, render_markdown
 from chat.timeline import Recorder
 
 from .failures import ServiceFailure
-from .turns import Turn
+from .turns import Continued, Turn
+
+LIVE_STATS_INTERVAL = 0.25  # seconds: a streaming answer's token count changes at most this often
+
+
+def continuation_seq() -> int:
+    """Where a continuation's frame numbers start: past every number its answer's earlier
+    frames had (and past ``DONE``, which a socket that read the saved answer holds), so its
+    first frame starts the answer afresh on every socket. The clock keeps a second Continue
+    past the first's frames (fewer than 1,000 a millisecond)."""
+    return DONE + int(time.time() * 1000) * 1000
 
 
 @dataclass(eq=False)
@@ -60,6 +78,33 @@ class Generation:
     saved: bool = False  # its final save went through (the final frame follows)
     reader: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
+    # Live figures (``live_figures``): when the count last went out, the parts of text and
+    # thinking counted so far and their characters; ``seeded``: the parts a continuation
+    # started with (the answer so far, not this request's).
+    stats_at: float = 0.0
+    counted: tuple[int, int] = (0, 0)
+    counted_cjk: int = 0
+    counted_other: int = 0
+    seeded: tuple[int, int] = (0, 0)
+    own_usage: llm.Usage | None = None  # this request's tokens (a continuation's own), saved
+
+    def __post_init__(self) -> None:
+        """A continuation starts from the answer so far: shown, saved and split into blocks."""
+        continued = self.turn.continued
+        if continued is None:
+            return
+        base = continued.answer
+        if base.content:
+            self.text.append(base.content)
+            if block := self.blocks.feed(base.content):
+                self.committed = len(block)
+                self.commit_block(block)
+        if base.reasoning:
+            self.reasoning.append(base.reasoning)
+        parts = (len(self.text), len(self.reasoning))
+        self.shown_text, self.shown_reasoning = parts
+        self.saved_size = self.counted = self.seeded = parts
+        self.seq = continuation_seq()
 
     @property
     def answer_id(self) -> int:
@@ -85,6 +130,33 @@ class Generation:
             return None
         return (self.first_text_at - self.first_reasoning_at) * 1000
 
+    def live_figures(self, now: float) -> tuple[int | None, float | None, bool]:
+        """This request's tokens so far, their rate, and whether the count is ours.
+
+        The upstream's cumulative count when it sends one while streaming (DashScope native
+        does on every event), else our estimate from the characters that arrived since the
+        last call: called a few times a second at most, it costs O(1) per character and
+        nothing per token. None before the first token."""
+        if self.first_token_at is None:
+            return None, None, False
+        usage = self.usage
+        if usage is not None and usage.completion_tokens is not None:
+            tokens, estimated = usage.completion_tokens, False
+        else:
+            tokens, estimated = self._streamed_estimate(), True
+        span = now - self.first_token_at
+        return tokens, (tokens / span if tokens and span > 0 else None), estimated
+
+    def _streamed_estimate(self) -> int:
+        """``estimate_tokens`` of the text and thinking streamed so far, counted incrementally."""
+        text, reasoning = self.counted
+        new = "".join(self.text[text:]) + "".join(self.reasoning[reasoning:])
+        self.counted = (len(self.text), len(self.reasoning))
+        cjk = cjk_characters(new) if new else 0
+        self.counted_cjk += cjk
+        self.counted_other += len(new) - cjk
+        return self.counted_cjk + math.ceil(self.counted_other / CHARS_PER_TOKEN)
+
     def commit_block(self, block: str) -> str:
         """Draw a finished markdown block (for its delta frame) and keep it for snapshots."""
         html = render_markdown(block)
@@ -94,6 +166,7 @@ class Generation:
     def live_view(self) -> fragments.MessageView:
         """The answer as it stands, for a socket that joins mid-stream."""
         base = self.turn.answer
+        tokens, rate, estimated = self.live_figures(time.perf_counter())
         return fragments.MessageView(
             id=base.id,
             role=base.role,
@@ -114,6 +187,9 @@ class Generation:
             conversation_id=self.turn.conversation_id,
             version_ids=base.version_ids,
             retry_note=self.retry_note(),
+            live_tokens=tokens,
+            live_rate=rate,
+            live_estimated=estimated,
         )
 
     def snapshot(self) -> SnapshotEvent:
@@ -170,14 +246,16 @@ class Generation:
         elif self.stop_requested:
             status = Message.Status.STOPPED
         usage = self.usage
-        if usage is None and status != Message.Status.COMPLETE:
+        if usage is None:  # none reported (llama.cpp, say, or cut off first): our estimate
             usage = self.estimated_usage()
+        self.own_usage = usage
         end = self.finished_at or time.perf_counter()
         timeline = self.timeline
         if not self.turn.stream and (self.text or self.reasoning):
             timeline = Recorder()  # shown whole, at the end: one frame holding all of it
-            timeline.add(round(self.elapsed_ms(end)), sum(map(len, self.text)),
-                         sum(map(len, self.reasoning)))  # fmt: skip
+            seed_text, seed_reasoning = self.seeded  # a continuation's: saved with its timeline
+            timeline.add(round(self.elapsed_ms(end)), sum(map(len, self.text[seed_text:])),
+                         sum(map(len, self.reasoning[seed_reasoning:])))  # fmt: skip
         thinking_ms = None
         if self.first_reasoning_at is not None:
             thinking_ms = ((self.first_text_at or end) - self.first_reasoning_at) * 1000
@@ -198,22 +276,59 @@ class Generation:
             timeline=bytes(timeline),
             completed_at=timezone.now(),
         )
+        if self.turn.continued is not None:
+            _add_continued(fields, self.turn.continued)
         return fields
 
+    def counted_tokens(self) -> tuple[int | None, int | None, bool] | None:
+        """What a continuation adds to its user's day (its own request: the row holds the
+        sums); None for any other answer (its row's figures are its own)."""
+        if self.turn.continued is None:
+            return None
+        usage = self.own_usage
+        if usage is None:
+            return None, None, False
+        return usage.prompt_tokens, usage.completion_tokens, self.usage is None
+
     def estimated_usage(self) -> llm.Usage | None:
-        """Our estimate of what an answer stopped or cut off before its upstream reported
-        usage (OpenAI-compatible servers send it in the last chunk only) cost: the prompt
-        sent and the text and thinking streamed. Without it a Stop just before the end would
-        keep the daily token limit from ever filling. None before any text arrived (the
-        request may never have reached the model). A complete answer from a server that
-        reports no usage is not estimated: it says "not reported"."""
-        if not (self.text or self.reasoning):
+        """Our estimate of what an answer whose upstream reported no usage cost: stopped or
+        cut off before it came (OpenAI-compatible servers send it in the last chunk only), or
+        from a server that never sends it while streaming (llama.cpp, many self-hosted ones).
+        The prompt sent and the text and thinking streamed (a continuation's own). Without it
+        a Stop just before the end would keep the daily token limit from ever filling. None
+        before any text arrived (the request may never have reached the model)."""
+        seed_text, seed_reasoning = self.seeded
+        text, reasoning = self.text[seed_text:], self.reasoning[seed_reasoning:]
+        if not (text or reasoning):
             return None
         prompt = estimate_prompt_tokens(self.turn.context)
-        completion = estimate_tokens("".join(self.reasoning)) + estimate_tokens("".join(self.text))
+        completion = estimate_tokens("".join(reasoning)) + estimate_tokens("".join(text))
         return llm.Usage(
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
+
+
+def _add_continued(fields: dict[str, Any], continued: Continued) -> None:
+    """A continuation's row: the answer's figures before it plus this request's (the times
+    to its first tokens stay the first request's; tokens and total time add up), and one
+    timeline, this request's frames after the earlier ones."""
+    base = continued.answer
+    for name in ("ttft_ms", "thinking_ms", "answer_ms"):
+        if getattr(base, name) is not None:
+            fields[name] = getattr(base, name)
+    offset = base.total_ms or 0.0
+    fields["total_ms"] = offset + (fields["total_ms"] or 0.0)
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        earlier, own = getattr(base, name), fields[name]
+        fields[name] = own if earlier is None else earlier + (own or 0)
+    fields["tokens_estimated"] = bool(fields["tokens_estimated"] or base.tokens_estimated)
+    steps = timelines.decode(continued.timeline)
+    start = steps[-1].at_ms if steps else round(offset)
+    later = [
+        timelines.Step(start + step.at_ms, step.text, step.reasoning)
+        for step in timelines.decode(fields["timeline"])
+    ]
+    fields["timeline"] = timelines.encode([*steps, *later])
 
 
 _VIEW_FIELDS = set(fragments.MessageView.__dataclass_fields__) - {"id", "role", "model", "streamed"}

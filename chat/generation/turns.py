@@ -3,7 +3,9 @@ is sent upstream; and what the generation needs of them, as plain data (``Turn``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -13,8 +15,8 @@ from django.db.models.functions import Now
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from chat import heartbeats, providers
-from chat.accounts import usage
+from chat import heartbeats, images, providers
+from chat.accounts import access, usage
 from chat.exceptions import ClientError
 from chat.models import Conversation, Message
 from chat.owners import Owner
@@ -25,13 +27,24 @@ from .records import is_orphan, settle_answers, versions_of
 
 
 @dataclass(frozen=True, slots=True)
+class Continued:
+    """An answer cut at the length limit, as saved before it goes on (``continuation``): the
+    continuation starts from its text and adds its figures to these."""
+
+    answer: fragments.MessageView
+    timeline: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """The rows a send or retry created, as plain data for the generation and the fragments."""
 
     conversation_id: int
     model: str
     stream: bool
-    context: list[dict[str, str]]
+    # {"role", "content"} dicts; a user message with images also has "images" (data URLs),
+    # which only the request sent upstream turns into content parts (``chat.llm``).
+    context: list[dict[str, Any]]
     answer: fragments.MessageView
     upstream: providers.Upstream
     options: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +61,7 @@ class Turn:
     # The idle read timeout of this answer's request when not the pool's (the comparison page's
     # gateway timeout: a proxy's limit, applied for real so its failure is the upstream's own).
     read_timeout: float | None = None
+    continued: Continued | None = None  # Continue: the answer goes on (the same row, appended)
 
 
 def request_options(conversation: Conversation) -> dict[str, Any]:
@@ -83,6 +97,7 @@ _HISTORY_FIELDS = (
 
 def _history_query(marker: Marker, shape: Any) -> QuerySet[Message]:
     shown = Message.objects.filter(conversation_id=marker.number("conversation"), hidden=False)
+    shown = shown.annotate(has_images=images.flag())
     return heartbeats.with_staleness(shown.only(*_HISTORY_FIELDS))
 
 
@@ -106,7 +121,7 @@ def _history_and_versions(
     )
     if not every_field:
         rows = rows.only(*_HISTORY_FIELDS)
-    rows = heartbeats.with_staleness(rows)
+    rows = heartbeats.with_staleness(rows.annotate(has_images=images.flag()))
     shown: list[Message] = []
     groups: dict[int, list[int]] = {}
     for row in rows:
@@ -117,21 +132,26 @@ def _history_and_versions(
     return shown, {first: tuple(ids) for first, ids in groups.items()}
 
 
-def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, str]]:
+def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, Any]]:
     """Messages sent upstream: the system prompt, then every turn that has usable text.
 
     Failed answers are left out (their partial text is kept for the reader, not the model),
-    and so is every answer's thinking: models expect only the answers of earlier turns.
+    and so is every answer's thinking: models expect only the answers of earlier turns. A
+    question's images come along as data URLs under "images" (read in one query).
     """
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt})
+    pictures = images.upstream_images(images.question_ids(rows))
     for row in rows:
         if row.status == Message.Status.ERROR:
             continue
         if row.role == Message.Role.ASSISTANT and not row.content:
             continue
-        messages.append({"role": row.role, "content": row.content})
+        message: dict[str, Any] = {"role": row.role, "content": row.content}
+        if pictures.get(row.pk):
+            message["images"] = pictures[row.pk]
+        messages.append(message)
     return messages
 
 
@@ -192,6 +212,8 @@ def _conversation_query(marker: Marker, shape: tuple[Any, ...]) -> QuerySet[Conv
     owner = Owner(user_id=user_id, session_key="" if by_user else marker.text("session_key"))
     since = marker.moment("since") if checks.rate_limit else checks.since
     annotations = checks.annotate(user_id, owner.session_key, marker.numbers("live", live), since)
+    if by_user:  # what decides which models the user may use, and their daily token limit
+        annotations.update(access.query_annotations())
     found = owner.conversations().select_related("provider").annotate(**annotations)
     # Locked until the turn is saved (PostgreSQL; SQLite takes the whole database for writing
     # anyway): two sends at the same instant, on two workers, cannot both find it idle.
@@ -215,7 +237,7 @@ def _locked(
         owner.user_id is not None,
         len(live) if checks.concurrent_limit else 0,  # only the at-once check reads them
         settings.STREAM_ORPHAN_AFTER,
-        usage.today() if checks.token_limit else None,
+        usage.today() if owner.user_id is not None else None,  # a user's limit may be their own
         checks.rate_limit,
         checks.token_limit,
         checks.concurrent_limit,
@@ -230,16 +252,31 @@ def _locked(
     )
     if not found:
         raise ClientError(gettext("This conversation no longer exists."))
-    return found[0], checks
+    conversation = found[0]
+    if owner.user_id is not None:
+        # Read with the conversation; the user's group rules, if they have any, in one query.
+        allowed = access.of_row(conversation, owner.user_id)
+        if not allowed.allows(conversation.provider_id, conversation.model):
+            upstream = providers.upstream_of(conversation.provider_id, conversation.provider)
+            access.check_model_allowed(allowed, upstream, conversation.model)
+        checks = replace(checks, token_limit=allowed.token_limit)
+    return conversation, checks
 
 
 def create_turn(
-    owner: Owner, conversation_id: int, text: str, live: set[int], *, standalone: bool = False
+    owner: Owner,
+    conversation_id: int,
+    text: str,
+    live: set[int],
+    *,
+    standalone: bool = False,
+    image_ids: Sequence[uuid.UUID] = (),
 ) -> Turn:
     """Save the user's message (before anything is sent upstream) and an empty answer.
 
     ``standalone`` sends the message without the conversation's earlier turns (each trial of
-    a comparison is the same single question, not a follow-up).
+    a comparison is the same single question, not a follow-up). ``image_ids``: the owner's
+    unsent uploads that go with the message (``images.claim``).
     """
     text = message_text(text)
     with transaction.atomic():
@@ -258,6 +295,8 @@ def create_turn(
         user = Message(conversation=conversation, role=Message.Role.USER, content=text)
         answer = _new_answer(conversation, upstream)
         _insert(user, answer)
+        images.claim(owner, image_ids, user)
+        user.has_images = bool(image_ids)  # type: ignore[attr-defined]  # as ``images.flag``
         conversation.updated_at = timezone.now()
         new_title = "" if conversation.title else " ".join(text.split())[:60]
         conversation.title = conversation.title or new_title
@@ -272,7 +311,9 @@ def create_turn(
         options=request_options(conversation),
         user_id=conversation.user_id,
         owner=owner,
-        user=fragments.message_view(user),
+        user=fragments.message_view(
+            user, images=images.views_for(images.question_ids([user])).get(user.pk, ())
+        ),
         stale_retry=stale_retry,
         new_title=new_title,
     )
@@ -359,12 +400,19 @@ def create_edit(
         )
         answer = _new_answer(conversation, upstream)
         _insert(user, answer)
+        if edited.has_images:  # type: ignore[attr-defined]  # (``images.flag``)
+            images.copy_to(edited, user)  # the edited question keeps its images
+        user.has_images = edited.has_images  # type: ignore[attr-defined]
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
         earlier = rows[:index]
         # As ``records.shown_views(..., latest=False)``, with the versions read above.
+        pictures = images.views_for(images.question_ids(earlier))
         log = tuple(
-            fragments.message_view(row, version_ids=versions_of(row, versions)) for row in earlier
+            fragments.message_view(
+                row, version_ids=versions_of(row, versions), images=pictures.get(row.pk, ())
+            )
+            for row in earlier
         )
     return Turn(
         conversation_id=conversation.pk,
@@ -376,6 +424,8 @@ def create_edit(
         options=request_options(conversation),
         user_id=conversation.user_id,
         owner=owner,
-        user=fragments.message_view(user),
+        user=fragments.message_view(
+            user, images=images.views_for(images.question_ids([user])).get(user.pk, ())
+        ),
         log=log,
     )

@@ -144,6 +144,8 @@ class Follower:
         last = self.seen.get(answer, 0)
         if answer in self.pending:
             return event["kind"] == "final" and seq > last + 1 and last == 0
+        if event["kind"] == "turn" and seq > last:
+            return False  # an answer's start (or a continuation's: see ``_on_frame``)
         if seq <= last or (event["kind"] == "delta" and self.behind_since is not None):
             return False  # skipped, or dropped while behind (the backlog is read once, below)
         return seq > last + 1 and (event["kind"] != "final" or last == 0)
@@ -157,6 +159,10 @@ class Follower:
                 return
             del self.pending[answer]  # the final frame holds the whole answer: no wait
         last = self.seen.get(answer, 0)
+        if kind == "turn" and seq > last:
+            # A turn starts its answer's numbers: at 1, or for an answer that goes on after it
+            # ended (Continue) past every number it had (``state.continuation_seq``).
+            last = seq - 1
         if seq <= last:
             return  # already contained in a snapshot this socket got
         if kind == "delta" and self._falling_behind():

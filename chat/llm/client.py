@@ -116,7 +116,7 @@ class ChatClient:
     async def stream_reply(
         self,
         model: str,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         *,
         stream: bool = True,
         options: Mapping[str, Any] | None = None,
@@ -189,7 +189,7 @@ class ChatClient:
     async def _reply_once(
         self,
         model: str,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         stream: bool,
         options: Mapping[str, Any],
         *,
@@ -200,7 +200,7 @@ class ChatClient:
     ) -> AsyncGenerator[Event, None]:
         include_usage = self._include_usage
         body = self._dialect.body(model, messages, stream, options, include_usage=include_usage)
-        url = self._dialect.url(self._base_url)
+        url = self._dialect.url(self._base_url, body)
         finished = False
         got_response = False
         abandoned = False

@@ -36,6 +36,9 @@ from .wording import Wording
 logger = logging.getLogger(__name__)
 
 GENERATION_PATH = "/services/aigc/text-generation/generation"
+# Requests with images (qwen-vl and other vision models) go here instead; its content is a list
+# of parts both ways (the answer's too: ``[{"text": …}]``, read by ``payloads.content_text``).
+MULTIMODAL_PATH = "/services/aigc/multimodal-generation/generation"
 # The parser's state depends on these, so options must not override them.
 RESERVED_PARAMETERS = frozenset({"result_format", "incremental_output"})
 
@@ -143,6 +146,12 @@ def parse_response(obj: Mapping[str, Any]) -> list[Event]:
     return events
 
 
+def is_multimodal(body: Mapping[str, Any] | None) -> bool:
+    """Whether a native body carries content parts (images): the multimodal route's."""
+    messages = (body or {}).get("input", {}).get("messages") or ()
+    return any(isinstance(m.get("content"), list) for m in messages)
+
+
 class DashScopeDialect:
     """``POST {base}/services/aigc/text-generation/generation``, e.g. base
     ``https://dashscope.aliyuncs.com/api/v1``; request options go into ``parameters``."""
@@ -157,8 +166,8 @@ class DashScopeDialect:
     def needs_incremental(self, model: str) -> None:
         self._incremental_only.add(model)
 
-    def url(self, base_url: str) -> str:
-        return f"{base_url}{GENERATION_PATH}"
+    def url(self, base_url: str, body: Mapping[str, Any] | None = None) -> str:
+        return f"{base_url}{MULTIMODAL_PATH if is_multimodal(body) else GENERATION_PATH}"
 
     def _incremental_for(self, model: str, parameters: Mapping[str, Any]) -> bool:
         # DashScope: "The incremental_output parameter must be true when enable_thinking is true".
@@ -171,7 +180,7 @@ class DashScopeDialect:
     def body(
         self,
         model: str,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         stream: bool,
         options: Mapping[str, Any],
         *,
@@ -187,7 +196,12 @@ class DashScopeDialect:
             parameters["incremental_output"] = self._incremental_for(model, options)
         return {
             "model": model,
-            "input": {"messages": [dict(m) for m in messages]},
+            "input": {
+                "messages": [
+                    payloads.dashscope_message(m, multimodal=payloads.has_images(messages))
+                    for m in messages
+                ]
+            },
             "parameters": parameters,
         }
 

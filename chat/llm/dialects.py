@@ -26,11 +26,11 @@ class Dialect(Protocol):
     name: str
     header_id_wins: bool
 
-    def url(self, base_url: str) -> str: ...
+    def url(self, base_url: str, body: Mapping[str, Any] | None = None) -> str: ...
     def body(
         self,
         model: str,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         stream: bool,
         options: Mapping[str, Any],
         *,

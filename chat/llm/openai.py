@@ -112,13 +112,13 @@ class OpenAIDialect:
     # The transport's x-request-id is the one support can look up; chunk ids are per server.
     header_id_wins = True
 
-    def url(self, base_url: str) -> str:
+    def url(self, base_url: str, body: Mapping[str, Any] | None = None) -> str:
         return f"{base_url}/chat/completions"
 
     def body(
         self,
         model: str,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         stream: bool,
         options: Mapping[str, Any],
         *,
@@ -129,7 +129,7 @@ class OpenAIDialect:
             raise ValueError(f"options must not override {sorted(clash)}")
         body: dict[str, Any] = {
             "model": model,
-            "messages": [dict(m) for m in messages],
+            "messages": [payloads.openai_message(m) for m in messages],
             "stream": stream,
         }
         if stream and include_usage:

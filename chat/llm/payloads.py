@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import clean
@@ -29,6 +29,36 @@ def content_text(content: Any) -> str:
                 pieces.append(part["text"])
         return "".join(pieces)
     return ""
+
+
+def openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A context message for chat completions: with ``images`` (data URLs), its content
+    becomes parts, the text then each image; without, it is sent exactly as it is."""
+    out = {key: value for key, value in message.items() if key != "images"}
+    pictures = message.get("images")
+    if pictures:
+        out["content"] = [
+            {"type": "text", "text": message.get("content", "")},
+            *({"type": "image_url", "image_url": {"url": url}} for url in pictures),
+        ]
+    return out
+
+
+def dashscope_message(message: Mapping[str, Any], *, multimodal: bool) -> dict[str, Any]:
+    """A context message for DashScope native: in a multimodal request every content is a
+    list (``[{"image": …}, …, {"text": …}]``), else it is sent exactly as it is."""
+    out = {key: value for key, value in message.items() if key != "images"}
+    if multimodal:
+        pictures = message.get("images") or ()
+        out["content"] = [
+            *({"image": url} for url in pictures),
+            {"text": message.get("content", "")},
+        ]
+    return out
+
+
+def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
+    return any(message.get("images") for message in messages)
 
 
 def reasoning_text(container: Mapping[str, Any]) -> str:

@@ -23,12 +23,27 @@ from typing import Any
 from django.conf import settings
 from django.template.defaultfilters import floatformat
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.functional import lazy
 from django.utils.translation import gettext
 
 from chat.models import Message, answer_outcome
 from chat.rendering.errors import error_text
 from chat.rendering.markdown import render_markdown
+
+
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    """An image attached to a question, as its thumbnail needs it (``chat.images``)."""
+
+    id: str
+    width: int
+    height: int
+    filename: str
+
+    @property
+    def url(self) -> str:
+        return reverse("chat:image", args=[self.id])
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +82,12 @@ class MessageView:
     conversation_id: int | None = None
     version_ids: tuple[int, ...] = ()  # a regenerated answer's versions, oldest first
     retry_note: str = ""  # while waiting: why the first word is late (see ``retry_note``)
+    # While streaming: tokens so far and their rate (``live_stats``); ``live_estimated``: our
+    # count from the text, the upstream reporting none yet.
+    live_tokens: int | None = None
+    live_rate: float | None = None
+    live_estimated: bool = False
+    images: tuple[ImageView, ...] = ()  # a question's attached images, in order
     # While streaming: the finished blocks as their delta frames drew them (the generation
     # keeps them), so a snapshot draws no markdown; None: draw them from ``content``.
     committed_html: str | None = field(default=None, compare=False)
@@ -132,6 +153,16 @@ class MessageView:
         return self.is_latest and self.status == Message.Status.COMPLETE
 
     @property
+    def can_continue(self) -> bool:
+        """The latest answer, cut at the length limit: the model may go on from there."""
+        return (
+            self.is_latest
+            and self.status == Message.Status.COMPLETE
+            and self.finish_reason == "length"
+            and bool(self.content)
+        )
+
+    @property
     def versions(self) -> int:
         return len(self.version_ids) or 1
 
@@ -150,7 +181,11 @@ class MessageView:
 
 
 def message_view(
-    message: Message, *, is_latest: bool = False, version_ids: tuple[int, ...] = ()
+    message: Message,
+    *,
+    is_latest: bool = False,
+    version_ids: tuple[int, ...] = (),
+    images: tuple[ImageView, ...] = (),
 ) -> MessageView:
     return MessageView(
         id=message.pk,
@@ -179,6 +214,7 @@ def message_view(
         provider_name=message.provider_name,
         conversation_id=message.conversation_id,
         version_ids=version_ids,
+        images=images,
     )
 
 
@@ -262,6 +298,17 @@ def turn_frame(
     )
 
 
+def continue_frame(answer: MessageView) -> Frame:
+    """A cut answer goes on (Continue): it is drawn streaming again, its text so far kept,
+    and later deltas append to it as to any answer."""
+    return Frame(
+        body=render_message(answer, oob="outerHTML"),
+        chrome=render_composer_actions(answer.id)
+        + '<div id="alerts" hx-swap-oob="innerHTML"></div>'
+        + ANNOUNCER_CLEAR,
+    )
+
+
 def delta_frame(
     answer_id: int,
     seq: int,
@@ -318,6 +365,13 @@ def thinking_status(
     else:
         view = _answer_part(answer_id, thinking_s=elapsed_s or 0.0)
     return render_to_string("chat/_message.html#thinking_status", {"m": view, "frame": True})
+
+
+def live_stats(answer_id: int, tokens: int, rate: float | None, *, estimated: bool) -> str:
+    """The streaming answer's "N tokens · X tokens/s" line, replaced a few times a second at
+    most (``pipeline``), riding on a delta frame; ``estimated``: our count, not the upstream's."""
+    view = _answer_part(answer_id, live_tokens=tokens, live_rate=rate, live_estimated=estimated)
+    return render_to_string("chat/_message.html#live_stats", {"m": view, "frame": True})
 
 
 def _answer_part(answer_id: int, **fields: Any) -> MessageView:

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import httpx
 
+from simulator.prompt import message_text
 from tests.support.processes import ROOT, free_port, stop_process
 
 # The API key conftest's ``keyed_simulator`` demands (and the app is configured with).
@@ -60,7 +61,8 @@ class Simulator:
         """The logged request whose last user message contains ``marker``."""
         for entry in reversed(self.requests()):
             users = [m for m in entry["messages"] if m["role"] == "user"]
-            if users and marker in users[-1]["content"]:
+            # A message with images has a list of parts for content: its text is looked in.
+            if users and marker in message_text(users[-1]["content"]):
                 return entry
         raise LookupError(f"the simulator saw no request containing {marker!r}")
 

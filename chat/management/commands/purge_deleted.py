@@ -1,7 +1,8 @@
 """``manage.py purge_deleted [--older-than SECONDS]``: delete deleted conversations for good.
 
 A deleted conversation stays restorable (Undo) until purged. Pages purge their owner's old
-ones as they go; run this from cron to purge everyone's, whoever never comes back.
+ones as they go; run this from cron to purge everyone's, whoever never comes back. Images
+uploaded but never sent are pruned after a day too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.conversations.work import PURGE_AFTER, purge_deleted
+from chat.images import prune_orphans
 
 
 class Command(BaseCommand):
@@ -31,3 +33,6 @@ class Command(BaseCommand):
             raise CommandError("--older-than cannot be negative.")
         count = purge_deleted(timedelta(seconds=seconds))
         self.stdout.write(f"Purged {count} deleted conversation{'' if count == 1 else 's'}.")
+        # Images uploaded and never sent (the message was not written after all).
+        orphans = prune_orphans()
+        self.stdout.write(f"Pruned {orphans} unsent image{'' if orphans == 1 else 's'}.")
