@@ -3,10 +3,10 @@ real app in Debian's chromium, in English and in Simplified Chinese.
 
 Starts the simulator (its speed set by environment, so no ``#sim`` line shows in a prompt) and
 the app on loopback ports, then for each language: the chat with one finished answer and one
-streaming, a thinking model's answer, the comparison page after "Run 5 times", that run's share
-link opened without an account, a replay of it mid-way, two setups side by side, and a run
-through a 5 s gateway timeout. Selectors are ids and attributes, never words, so both languages
-take the same path.
+streaming, a thinking model's answer, an answer with formulas, an image question, the comparison
+page after "Run 5 times", that run's share link opened without an account, a replay of it
+mid-way, two setups side by side, and a run through a 5 s gateway timeout. Selectors are ids and
+attributes, never words, so both languages take the same path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import FilePayload, Page, sync_playwright
 
 from tests.support.app import start_app
 from tests.support.processes import ROOT, free_port, stop_process, wait_for_port
@@ -33,6 +33,8 @@ LANGUAGES = {
         "second": "How do streaming answers work in a chat app?",
         "thinking": "Why is the sky blue at noon but red at sunset?",
         "compare": "Explain what a vector database is, for a product manager.",
+        "math": "What is the quadratic formula, and where does it come from?",
+        "image": "What is in this picture?",
     },
     "zh": {
         "locale": "zh-CN",
@@ -40,6 +42,8 @@ LANGUAGES = {
         "second": "聊天应用里的流式输出是怎么实现的？",
         "thinking": "为什么天空中午是蓝色的，日落时却是红色的？",
         "compare": "请向产品经理解释什么是向量数据库。",
+        "math": "一元二次方程的求根公式是什么？",
+        "image": "这张图片里有什么？",
     },
 }
 
@@ -87,6 +91,51 @@ def thinking(page: Page, base: str, words: dict[str, str], name: str) -> None:
     page.locator("article[data-status=streaming] details.thinking > summary").click()
     time.sleep(0.3)
     page.screenshot(path=OUT / f"thinking.{name}.png")
+
+
+def math(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    """An answer with formulas (the prompt asks about one, so the simulator writes TeX), drawn
+    as MathML."""
+    new_chat(page, base)
+    ask(page, words["math"])
+    page.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=60000)
+    page.locator("article .math-display").first.scroll_into_view_if_needed()
+    time.sleep(0.3)
+    page.screenshot(path=OUT / f"math.{name}.png")
+
+
+def _landscape() -> bytes:
+    """A small drawn picture (sky, sun, hills) to ask a vision model about."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (480, 320), "#8ec5f0")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((340, 40, 420, 120), fill="#ffd34d")
+    draw.polygon([(0, 320), (0, 210), (140, 150), (300, 230), (480, 170), (480, 320)], "#4f9a4a")
+    draw.polygon([(0, 320), (0, 260), (200, 220), (480, 280), (480, 320)], "#3c7a38")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image(page: Page, base: str, words: dict[str, str], name: str) -> None:
+    """An image question: a picture attached to a vision model's chat, its thumbnail in the
+    question, the answer saying what it received."""
+    new_chat(page, base)
+    with page.expect_response(lambda r: r.url.endswith("/settings/")):
+        page.locator("select[name=model]").select_option("qwen-vl-plus")
+    page.set_input_files(
+        "#image-file",
+        files=[FilePayload(name="landscape.png", mimeType="image/png", buffer=_landscape())],
+    )
+    page.wait_for_selector(".image-chip")
+    ask(page, words["image"])
+    page.wait_for_selector('article[data-role="assistant"][data-status="complete"]', timeout=60000)
+    page.evaluate("document.querySelector('article[data-role=user]').scrollIntoView()")
+    time.sleep(0.3)
+    page.screenshot(path=OUT / f"image.{name}.png")
 
 
 def compare(page: Page, base: str, words: dict[str, str], name: str) -> None:
@@ -161,7 +210,13 @@ def main() -> int:
     sim, sim_process = start_simulator()
     tmp = Path(tempfile.mkdtemp(prefix="screenshots-"))
     app, app_process = start_app(
-        tmp, {"LLM_API_BASE": sim.base_url, "LLM_PROVIDER_NAME": "Offline simulator"}
+        tmp,
+        {
+            "LLM_API_BASE": sim.base_url,
+            "LLM_PROVIDER_NAME": "Offline simulator",
+            # The default models, and one that sees (the image question).
+            "LLM_MODELS": "qwen-plus,qwen-turbo,qwen-max,qwq-plus,qwen-vl-plus",
+        },
     )
     base = app.url
     try:
@@ -174,7 +229,7 @@ def main() -> int:
                     device_scale_factor=1,
                 )
                 page = context.new_page()
-                for shot in (chat, thinking, compare, share, setups, timeout):
+                for shot in (chat, thinking, math, image, compare, share, setups, timeout):
                     shot(page, base, words, name)
                     print(f"docs/{shot.__name__}.{name}.png")
                 context.close()
