@@ -25,8 +25,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -186,6 +188,16 @@ def viewable(owner: Owner, image_id: uuid.UUID) -> Attachment | None:
     return found.first()
 
 
+def response(found: Attachment, *, cache_control: str) -> HttpResponse:
+    """The image's bytes as its own view and a share link's both serve them: shown inline,
+    never sniffed as anything but the type we stored."""
+    served = HttpResponse(bytes(found.data), content_type=found.content_type)
+    served["Content-Disposition"] = content_disposition_header(False, found.filename) or ""
+    served["X-Content-Type-Options"] = "nosniff"
+    served["Cache-Control"] = cache_control
+    return served
+
+
 def discard(owner: Owner, image_id: uuid.UUID) -> bool:
     """Remove an unsent upload (the chip's Remove button); sent images stay with their message."""
     deleted, _ = _owned(owner).filter(pk=image_id, message__isnull=True).delete()
@@ -213,6 +225,26 @@ def parse_ids(value: Any) -> list[uuid.UUID]:
             gettext("At most %(count)s images can go with one message.") % {"count": limit}
         )
     return ids
+
+
+def unsent_views(owner: Owner, ids: Sequence[uuid.UUID]) -> tuple[fragments.ImageView, ...]:
+    """The owner's uploads among ``ids`` still waiting to be sent, in that order, as their
+    chips show them: the landing's first message keeps them until its chat's page sends it."""
+    rows = _owned(owner).filter(pk__in=ids, message__isnull=True)
+    found = {
+        image_id: fragments.ImageView(str(image_id), width, height, filename)
+        for image_id, width, height, filename in rows.values_list(
+            "id", "width", "height", "filename"
+        )
+    }
+    return tuple(found[image_id] for image_id in ids if image_id in found)
+
+
+def check_unsent(owner: Owner, ids: Sequence[uuid.UUID]) -> None:
+    """Refuse, as ``claim`` would, ids that are not the owner's unsent uploads (checked before
+    anything is created for them; ``claim`` checks again when the message is saved)."""
+    if len(unsent_views(owner, ids)) != len(ids):
+        raise ClientError(_unavailable())
 
 
 def claim(owner: Owner, ids: Sequence[uuid.UUID], message: Message) -> None:

@@ -39,9 +39,7 @@ def accounts(db: Path) -> list[tuple[int, str, str, bool]]:
 def links(db: Path) -> list[tuple[int, str]]:
     """(account, provider's sub) of every single sign-on link."""
     with sqlite3.connect(db) as connection:
-        return connection.execute(
-            "SELECT user_id, subject FROM chat_signon ORDER BY id"
-        ).fetchall()
+        return connection.execute("SELECT user_id, subject FROM chat_signon ORDER BY id").fetchall()
 
 
 def sign_in_at_provider(page: Page, username: str) -> None:

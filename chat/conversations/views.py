@@ -87,12 +87,17 @@ def _allowed_instead(user_id: int, fields: dict[str, object]) -> tuple[int | Non
 def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
     """Create the chat and open it; its page sends the message once its socket opens.
 
-    A refused message (empty, too long) or model creates nothing: the landing comes back with
-    the alert and the text as typed.
+    A refused message (empty, too long), image or model creates nothing: the landing comes back
+    with the alert, the text as typed and the images still attachable.
     """
     errors: list[str] = []
     try:
         text = landing.message_text(request.POST["message"])
+    except ClientError as exc:
+        errors.append(exc.message)
+    posted_images = request.POST.getlist("images")
+    try:
+        image_ids = landing.image_ids(owner, posted_images)
     except ClientError as exc:
         errors.append(exc.message)
     choice = None
@@ -112,10 +117,11 @@ def _start_from_landing(request: HtmxHttpRequest, owner: Owner) -> HttpResponse:
             ),
             "landing_text": request.POST["message"],
             "landing_errors": errors,
+            "landing_images": landing.chips_kept(owner, posted_images),
         }
         return render(request, "chat/page.html", context)
     conversation = _untouched_or_new(owner, choice)
-    landing.keep(request, conversation.pk, text)
+    landing.keep(request, conversation.pk, text, image_ids)
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
@@ -135,7 +141,14 @@ def conversation_page(request: HtmxHttpRequest, conversation_id: int) -> HttpRes
     live = registry.running_in(conversation.pk)
     settle_orphans(conversation, live)
     pending = landing.take(request, conversation.pk)
-    context = {**page_context(request, conversation, live), "pending_message": pending}
+    context = {
+        **page_context(request, conversation, live),
+        "pending_message": pending.text if pending else "",
+        # Its images wait as chips in the composer, and go with the message when it is sent.
+        "pending_images": (
+            images.unsent_views(Owner.from_request(request), pending.images) if pending else ()
+        ),
+    }
     response = render(request, "chat/page.html", context)
     if pending:
         # Back must not show this page from the cache: its script would send the message again.

@@ -1,8 +1,12 @@
 // Images for a message: the Attach button, paste and drop on the composer upload each file
 // (POST /images/upload/); the server answers with a chip (chat/_image_chip.html) whose hidden
 // input sends the image's id with the message, or with the usual alert (the text stays typed).
+// The same for the chat's composer (sent over the socket) and the landing's (posted with the
+// first message to /c/new/): a page has one or the other, with the same element ids.
 (function () {
   "use strict";
+
+  var COMPOSERS = "#composer, #landing";
 
   function input() { return document.getElementById("image-file"); }
   function chips() { return document.getElementById("composer-images"); }
@@ -15,13 +19,17 @@
     }
   }
 
+  function alertsBox() {
+    return document.getElementById("alerts") || document.getElementById("landing-alerts");
+  }
+
   function showAlert(html) {
-    var alerts = document.getElementById("alerts");
+    var alerts = alertsBox();
     if (alerts) alerts.innerHTML = html;
   }
 
   function failed() {
-    var alerts = document.getElementById("alerts");
+    var alerts = alertsBox();
     if (!alerts) return;
     var p = document.createElement("p");
     p.className = "alert";
@@ -42,6 +50,7 @@
     place.className = "image-chip image-chip--loading";
     place.setAttribute("aria-busy", "true");
     list.appendChild(place);
+    var ok = false;
     fetch(box.dataset.uploadUrl, {
       method: "POST",
       body: body,
@@ -53,14 +62,38 @@
         if (response.ok) {
           place.insertAdjacentHTML("afterend", html);
           showAlert("");
+          ok = true;
         } else if (response.status === 400) {
           showAlert(html);
         } else {
           failed();
         }
       });
-    }).catch(failed).finally(function () { place.remove(); });
+    }).catch(failed).finally(function () {
+      place.remove();
+      sendIfWaiting(list, ok);
+    });
   }
+
+  // The landing posts its form and leaves the page: a first message sent while an image is
+  // still uploading waits for it, and is not sent if an upload fails (its alert says why).
+  function sendIfWaiting(list, ok) {
+    var form = list.closest("#landing");
+    if (!form || !form.hasAttribute("data-send-when-uploaded")) return;
+    if (!ok) {
+      form.removeAttribute("data-send-when-uploaded");
+    } else if (!list.querySelector(".image-chip--loading")) {
+      form.removeAttribute("data-send-when-uploaded");
+      form.requestSubmit();
+    }
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.id !== "landing" || !form.querySelector(".image-chip--loading")) return;
+    event.preventDefault();
+    form.setAttribute("data-send-when-uploaded", "");
+  });
 
   function uploadAll(files) {
     for (var i = 0; i < files.length; i += 1) upload(files[i]);
@@ -89,7 +122,7 @@
   });
 
   document.addEventListener("paste", function (event) {
-    if (!(event.target.closest && event.target.closest("#composer"))) return;
+    if (!(event.target.closest && event.target.closest(COMPOSERS))) return;
     var files = event.clipboardData && event.clipboardData.files;
     if (!files || !files.length) return;
     event.preventDefault();  // the picture, not its file name, is what was pasted
@@ -102,18 +135,18 @@
   }
   ["dragenter", "dragover"].forEach(function (type) {
     document.addEventListener(type, function (event) {
-      var form = event.target.closest && event.target.closest("#composer");
+      var form = event.target.closest && event.target.closest(COMPOSERS);
       if (!form || !dragsFiles(event)) return;
       event.preventDefault();
       form.classList.add("composer--drop");
     });
   });
   document.addEventListener("dragleave", function (event) {
-    var form = event.target.closest && event.target.closest("#composer");
+    var form = event.target.closest && event.target.closest(COMPOSERS);
     if (form && !form.contains(event.relatedTarget)) form.classList.remove("composer--drop");
   });
   document.addEventListener("drop", function (event) {
-    var form = event.target.closest && event.target.closest("#composer");
+    var form = event.target.closest && event.target.closest(COMPOSERS);
     if (!form || !dragsFiles(event)) return;
     event.preventDefault();
     form.classList.remove("composer--drop");
