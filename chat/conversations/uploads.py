@@ -8,7 +8,6 @@ import uuid
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.http import content_disposition_header
 from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
@@ -56,8 +55,4 @@ def image(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
     found = images.viewable(Owner.from_request(request), image_id)
     if found is None:
         raise Http404("No such image.")
-    response = HttpResponse(bytes(found.data), content_type=found.content_type)
-    response["Content-Disposition"] = content_disposition_header(False, found.filename) or ""
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
+    return images.response(found, cache_control="private, max-age=86400")

@@ -5,14 +5,31 @@ providers' names and hosts taken out here, before any template sees them."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any
 
+from django.db.models import QuerySet
+from django.urls import reverse
+
+from chat import images
 from chat.compare import runs
 from chat.compare.rendering import run_context
 from chat.compare.replay import replay_context
-from chat.models import ComparisonRun, Conversation, Message, ShareLink
+from chat.models import Attachment, ComparisonRun, Conversation, Message, ShareLink
 from chat.rendering.articles import articles
-from chat.rendering.fragments import MessageView, message_view
+from chat.rendering.fragments import ImageView, MessageView, message_view
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SharedImage(ImageView):
+    """A question's image on a shared page: served through the link (``/s/<token>/images/…``),
+    since ``/images/<uuid>/`` is its owner's only."""
+
+    token: str = ""
+
+    @property
+    def url(self) -> str:
+        return reverse("sharing:image", args=[self.token, self.id])
 
 
 def read_only(view: MessageView, *, show_providers: bool) -> MessageView:
@@ -63,13 +80,39 @@ def _replay(link: ShareLink, run: ComparisonRun) -> dict[str, Any]:
     return replayed
 
 
+def shown_messages(conversation: Conversation) -> QuerySet[Message]:
+    """What a link to the conversation shows: the versions its owner chose (not the turns an
+    edit replaced, nor other versions). Its images are served by the link from these alone."""
+    return conversation.messages.filter(hidden=False)
+
+
+def shared_image(link: ShareLink, image_id: uuid.UUID) -> Attachment | None:
+    """The image of a question the link shows; None for any other (another conversation's,
+    an edited-away question's, a run link's)."""
+    if link.conversation is None:
+        return None
+    shown = shown_messages(link.conversation).filter(role=Message.Role.USER)
+    return Attachment.objects.filter(pk=image_id, message__in=shown).first()
+
+
 def conversation_page(link: ShareLink, conversation: Conversation) -> dict[str, Any]:
-    """The conversation's shown messages (the versions its owner chose), oldest first."""
-    rows = conversation.messages.filter(hidden=False)
+    """The conversation's shown messages (the versions its owner chose), oldest first, with
+    their questions' images served through the link."""
+    rows = list(shown_messages(conversation).annotate(has_images=images.flag()))
+    pictures = {
+        message_id: tuple(
+            SharedImage(**dataclasses.asdict(view), token=link.token) for view in found
+        )
+        for message_id, found in images.views_for(images.question_ids(rows)).items()
+    }
     return {
         "conversation": conversation,
         "chat_messages": [
-            read_only(message_view(row), show_providers=link.show_providers) for row in rows
+            read_only(
+                message_view(row, images=pictures.get(row.pk, ())),
+                show_providers=link.show_providers,
+            )
+            for row in rows
         ],
         "shared_at": conversation.created_at,
         "model": conversation.model,

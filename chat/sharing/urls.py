@@ -19,4 +19,5 @@ urlpatterns = [
     ),
     path("links/<int:link_id>/revoke/", views.revoke_link, name="revoke"),
     path("<slug:token>/", views.shared, name="shared"),
+    path("<slug:token>/images/<uuid:image_id>/", views.shared_image, name="image"),
 ]

@@ -3,6 +3,8 @@ revoke), which answer htmx with the share panel and plain forms with a redirect.
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -10,6 +12,7 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_POST
 
+from chat import images
 from chat.compare import runs
 from chat.conversations.page import HtmxHttpRequest, owned_conversation
 from chat.models import ComparisonRun, Conversation, ShareLink
@@ -39,6 +42,22 @@ def shared(request: HttpRequest, token: str) -> HttpResponse:
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Referrer-Policy"] = "no-referrer"
     patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@login_not_required
+@require_GET
+def shared_image(request: HttpRequest, token: str, image_id: uuid.UUID) -> HttpResponse:
+    """``/s/<token>/images/<uuid>/``: an image of a question the live link shows, as its owner's
+    view serves it; a dead link, or any other image, is the same 404. Not kept by any cache,
+    so revoking the link takes the image away at once."""
+    link = links.find_live(token)
+    found = shown.shared_image(link, image_id) if link is not None else None
+    if found is None:
+        raise Http404("No such image.")
+    response = images.response(found, cache_control="private, no-store")
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    response["Referrer-Policy"] = "no-referrer"
     return response
 
 
