@@ -24,17 +24,7 @@ from chat.models import Message
 from chat.owners import Owner
 from chat.rendering import fragments
 
-from .turns import (
-    Continued,
-    Turn,
-    _check_idle,
-    _context,
-    _count_request,
-    _history_and_versions,
-    _locked,
-    _upstream,
-    request_options,
-)
+from .turns import Continued, Turn, context_of, count_request, latest_answer, request_options
 
 CONTINUE_PROMPT = (
     "Your previous answer was cut off at the length limit. Continue it exactly where it "
@@ -48,13 +38,14 @@ def create_continuation(owner: Owner, conversation_id: int, answer_id: int, live
     """Put the latest answer, cut at the length limit, back to streaming to go on from its
     text; refused unless it is the owner's latest answer, cut by length, and nothing streams."""
     with transaction.atomic():
-        conversation, checks = _locked(owner, conversation_id, live)
-        upstream = _upstream(conversation)
-        rows, versions = _history_and_versions(conversation)
-        _check_idle(rows, live)
-        latest = rows[-1] if rows else None
-        if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
-            raise ClientError(gettext("Only the latest answer can be continued."))
+        found = latest_answer(
+            owner,
+            conversation_id,
+            answer_id,
+            live,
+            gettext("Only the latest answer can be continued."),
+        )
+        conversation, upstream, rows, versions = found[:4]
         answer = Message.objects.get(pk=answer_id)
         if (
             answer.status != Message.Status.COMPLETE
@@ -62,7 +53,7 @@ def create_continuation(owner: Owner, conversation_id: int, answer_id: int, live
             or not answer.content
         ):
             raise ClientError(gettext("Only an answer cut at the length limit can be continued."))
-        _count_request(conversation, checks)
+        count_request(conversation, found.checks)
         version_ids = versions.get(answer.version_of_id or answer.pk, ())
         before = fragments.message_view(answer, is_latest=True, version_ids=version_ids)
         Message.objects.filter(pk=answer.pk).update(
@@ -83,7 +74,7 @@ def create_continuation(owner: Owner, conversation_id: int, answer_id: int, live
         is_latest=True,
         version_ids=version_ids,
     )
-    context = _context(conversation, rows)
+    context = context_of(conversation, rows)
     context.append({"role": "user", "content": CONTINUE_PROMPT})
     return Turn(
         conversation_id=conversation.pk,

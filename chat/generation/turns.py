@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -132,7 +132,7 @@ def _history_and_versions(
     return shown, {first: tuple(ids) for first, ids in groups.items()}
 
 
-def _context(conversation: Conversation, rows: list[Message]) -> list[dict[str, Any]]:
+def context_of(conversation: Conversation, rows: list[Message]) -> list[dict[str, Any]]:
     """Messages sent upstream: the system prompt, then every turn that has usable text.
 
     Failed answers are left out (their partial text is kept for the reader, not the model),
@@ -169,7 +169,7 @@ def _check_idle(rows: list[Message], live: set[int]) -> None:
         )
 
 
-def _count_request(conversation: Conversation, checks: usage.RequestChecks) -> None:
+def count_request(conversation: Conversation, checks: usage.RequestChecks) -> None:
     """A request counts toward its user's day; it is refused past the token limit, the
     per-minute rate limit or the cap on answers at once (``checks``, read with the
     conversation)."""
@@ -285,7 +285,7 @@ def create_turn(
         upstream = _upstream(conversation)
         rows = _history(conversation)
         _check_idle(rows, live)
-        _count_request(conversation, checks)
+        count_request(conversation, checks)
         # A Retry button on the previous answer goes stale once a new question is asked.
         stale_retry = (
             rows[-1].pk
@@ -305,7 +305,7 @@ def create_turn(
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, [user] if standalone else [*rows, user]),
+        context=context_of(conversation, [user] if standalone else [*rows, user]),
         answer=fragments.message_view(answer, is_latest=True),
         upstream=upstream,
         options=request_options(conversation),
@@ -333,6 +333,32 @@ def message_text(text: str) -> str:
     return text
 
 
+class LatestAnswer(NamedTuple):
+    """What Retry and Continue read, locked, before they touch the latest answer."""
+
+    conversation: Conversation
+    upstream: providers.Upstream
+    rows: list[Message]  # the conversation's shown messages
+    versions: dict[int, tuple[int, ...]]
+    answer: Message  # the latest of ``rows``
+    checks: usage.RequestChecks
+
+
+def latest_answer(
+    owner: Owner, conversation_id: int, answer_id: int, live: set[int], refusal: str
+) -> LatestAnswer:
+    """In the caller's transaction: the owner's conversation, locked, whose latest message must
+    be the answer ``answer_id`` (else ``refusal``) with nothing streaming."""
+    conversation, checks = _locked(owner, conversation_id, live)
+    upstream = _upstream(conversation)
+    rows, versions = _history_and_versions(conversation)
+    _check_idle(rows, live)
+    latest = rows[-1] if rows else None
+    if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
+        raise ClientError(refusal)
+    return LatestAnswer(conversation, upstream, rows, versions, latest, checks)
+
+
 def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[int]) -> Turn:
     """A new version of the latest answer (Retry, Regenerate), answering the same question.
 
@@ -340,14 +366,15 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
     whichever version is shown is the one later questions send as context.
     """
     with transaction.atomic():
-        conversation, checks = _locked(owner, conversation_id, live)
-        upstream = _upstream(conversation)
-        rows, versions = _history_and_versions(conversation)
-        _check_idle(rows, live)
-        latest = rows[-1] if rows else None
-        if latest is None or latest.pk != answer_id or latest.role != Message.Role.ASSISTANT:
-            raise ClientError(gettext("Only the latest answer can be retried."))
-        _count_request(conversation, checks)
+        found = latest_answer(
+            owner,
+            conversation_id,
+            answer_id,
+            live,
+            gettext("Only the latest answer can be retried."),
+        )
+        conversation, upstream, rows, versions, latest = found[:5]
+        count_request(conversation, found.checks)
         first = latest.version_of_id or latest.pk
         Message.objects.filter(pk=latest.pk).update(hidden=True)
         answer = _new_answer(conversation, upstream, version_of=first)
@@ -359,7 +386,7 @@ def create_retry(owner: Owner, conversation_id: int, answer_id: int, live: set[i
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, rows[:-1]),
+        context=context_of(conversation, rows[:-1]),
         answer=fragments.message_view(answer, is_latest=True, version_ids=version_ids),
         upstream=upstream,
         options=request_options(conversation),
@@ -389,7 +416,7 @@ def create_edit(
         index = mine.index(True) if any(mine) else None
         if index is None:  # unknown, someone else's, an answer, or already replaced: all alike
             raise ClientError(gettext("That message can no longer be edited."))
-        _count_request(conversation, checks)
+        count_request(conversation, checks)
         edited = rows[index]
         Message.objects.filter(pk__in=[row.pk for row in rows[index:]]).update(hidden=True)
         user = Message(
@@ -418,7 +445,7 @@ def create_edit(
         conversation_id=conversation.pk,
         model=conversation.model,
         stream=conversation.stream,
-        context=_context(conversation, [*earlier, user]),
+        context=context_of(conversation, [*earlier, user]),
         answer=fragments.message_view(answer, is_latest=True),
         upstream=upstream,
         options=request_options(conversation),
