@@ -8,11 +8,11 @@ import base64
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.support.app import App
 from tests.support.browser import watch_problems
-from tests.support.images import SVG, picture
+from tests.support.images import SVG, THUMBNAIL_LOADED, attach_picture, picture
 from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -59,12 +59,7 @@ def test_attach_send_and_see_what_the_model_received(
     vision_page: Page, vision_app: App, sim: Simulator, problems: list[str]
 ) -> None:
     p = vision_page
-    with p.expect_file_chooser() as chooser:
-        p.get_by_role("button", name="Attach images").click()
-    chooser.value.set_files(
-        files=[FilePayload(name="red.png", mimeType="image/png", buffer=picture("PNG"))]
-    )
-    expect(p.get_by_role("button", name="Remove image")).to_have_count(1)
+    attach_picture(p)
     box = p.get_by_role("textbox", name="Message")
     box.fill("What colour is it? [t-browser-attach]" + FAST)
     box.press("Enter")
@@ -72,10 +67,7 @@ def test_attach_send_and_see_what_the_model_received(
     question = p.locator('article[data-role="user"]').last
     thumbnail = question.get_by_role("img", name="Attached image 1")
     expect(thumbnail).to_be_visible()
-    p.wait_for_function(
-        "() => { const i = document.querySelector('article[data-role=user] img');"
-        " return i && i.complete && i.naturalWidth === 64; }"
-    )
+    p.wait_for_function(THUMBNAIL_LOADED)
     answer = p.locator('article[data-role="assistant"]').last
     expect(answer).to_have_attribute("data-status", "complete", timeout=30000)
     expect(answer).to_contain_text(

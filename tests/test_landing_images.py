@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.test import Client
-from playwright.sync_api import Browser, FilePayload, Page, Route, expect
+from playwright.sync_api import Browser, Page, Route, expect
 from pytest_django.fixtures import Settings
 
 from chat.models import Attachment, Conversation
 from tests.support.app import App
 from tests.support.browser import watch_problems
-from tests.support.images import SVG, picture
+from tests.support.images import SVG, THUMBNAIL_LOADED, attach_picture, pick_picture, picture
 from tests.support.simulator import Simulator
 
 CHIP = re.compile(r'data-image-id="([0-9a-f-]{36})"')
@@ -183,12 +183,7 @@ def test_the_first_message_goes_with_its_image(
 ) -> None:
     p = landing_page
     expect(p.locator("form#landing")).to_be_visible()
-    with p.expect_file_chooser() as chooser:
-        p.get_by_role("button", name="Attach images").click()
-    chooser.value.set_files(
-        files=[FilePayload(name="red.png", mimeType="image/png", buffer=picture("PNG"))]
-    )
-    expect(p.get_by_role("button", name="Remove image")).to_have_count(1)
+    attach_picture(p)
     box = p.get_by_role("textbox", name="Message")
     box.fill("What colour is it? [t-landing-image]" + FAST)
 
@@ -204,10 +199,7 @@ def test_the_first_message_goes_with_its_image(
     question = p.locator('article[data-role="user"]')
     expect(question).to_have_count(1)
     expect(question.get_by_role("img", name="Attached image 1")).to_be_visible()
-    p.wait_for_function(
-        "() => { const i = document.querySelector('article[data-role=user] img');"
-        " return i && i.complete && i.naturalWidth === 64; }"
-    )
+    p.wait_for_function(THUMBNAIL_LOADED)
     answer = p.locator('article[data-role="assistant"]').last
     expect(answer).to_have_attribute("data-status", "complete", timeout=30000)
     expect(answer).to_contain_text(
@@ -248,11 +240,7 @@ def test_a_message_sent_while_its_image_uploads_waits_for_it(
         held.append(route)  # the upload waits until let through
 
     p.route("**/images/upload/", hold)
-    with p.expect_file_chooser() as chooser:
-        p.get_by_role("button", name="Attach images").click()
-    chooser.value.set_files(
-        files=[FilePayload(name="slow.png", mimeType="image/png", buffer=picture("PNG"))]
-    )
+    pick_picture(p, "slow.png")
     expect(p.locator(".image-chip--loading")).to_have_count(1)
     box = p.get_by_role("textbox", name="Message")
     box.fill("Is it here? [t-landing-slow]" + FAST)

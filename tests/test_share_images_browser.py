@@ -5,19 +5,15 @@ it full size, and loses it the moment the owner revokes the link."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Browser, FilePayload, expect
+from playwright.sync_api import Browser, expect
 
 from tests.support.app import App
 from tests.support.browser import watch_problems
-from tests.support.images import picture
+from tests.support.images import THUMBNAIL_LOADED, attach_picture
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 FAST = "\n#sim tokens=20 tps=200 ttft=0.05"
-LOADED = (
-    "() => { const i = document.querySelector('article[data-role=user] img');"
-    " return i && i.complete && i.naturalWidth === 64; }"
-)
 
 
 def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
@@ -31,12 +27,7 @@ def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
         p.goto(vision_app.url + "/")
         p.get_by_role("button", name="Start a new chat").click()
         p.wait_for_selector('[data-connected="true"]')
-        with p.expect_file_chooser() as chooser:
-            p.get_by_role("button", name="Attach images").click()
-        chooser.value.set_files(
-            files=[FilePayload(name="red.png", mimeType="image/png", buffer=picture("PNG"))]
-        )
-        expect(p.get_by_role("button", name="Remove image")).to_have_count(1)
+        attach_picture(p)
         box = p.get_by_role("textbox", name="Message")
         box.fill("What colour is it? [t-share-image]" + FAST)
         box.press("Enter")
@@ -58,7 +49,7 @@ def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
         expect(v.locator('article[data-role="assistant"]')).to_contain_text("I received 1 image")
         thumbnail = question.get_by_role("img", name="Attached image 1")
         expect(thumbnail).to_be_visible()
-        v.wait_for_function(LOADED)
+        v.wait_for_function(THUMBNAIL_LOADED)
         src = thumbnail.get_attribute("src") or ""
         assert src.startswith(url.removeprefix(vision_app.url) + "images/"), src
         with visitor_context.expect_page() as opened:

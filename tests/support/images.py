@@ -10,6 +10,7 @@ import zlib
 
 import httpx
 from PIL import Image
+from playwright.sync_api import FilePayload, Page, expect
 
 from tests.support.visitor import Visitor
 
@@ -96,3 +97,25 @@ def uploaded_id(
     match = CHIP_ID.search(response.text)
     assert match, response.text
     return match.group(1)
+
+
+def pick_picture(page: Page, name: str = "red.png") -> None:
+    """Pick a 64×48 PNG with the composer's "Attach images" button (its file chooser)."""
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Attach images").click()
+    chooser.value.set_files(
+        files=[FilePayload(name=name, mimeType="image/png", buffer=picture("PNG"))]
+    )
+
+
+def attach_picture(page: Page, name: str = "red.png") -> None:
+    """``pick_picture``, then wait for its chip (uploaded, removable)."""
+    pick_picture(page, name)
+    expect(page.get_by_role("button", name="Remove image")).to_have_count(1)
+
+
+THUMBNAIL_LOADED = (
+    "() => { const i = document.querySelector('article[data-role=user] img');"
+    " return i && i.complete && i.naturalWidth === 64; }"
+)
+"""For ``page.wait_for_function``: the question's thumbnail loaded, the 64×48 picture's."""
