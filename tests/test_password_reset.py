@@ -13,10 +13,8 @@ in a subprocess. nginx's request limit on the reset path is tried in
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -28,7 +26,7 @@ from pytest_django.fixtures import Settings
 
 from chat.live.protocol import ACCESS_ENDED, user_group
 from chat.ops.logsafety import secret_values
-from tests.support.processes import ROOT
+from tests.support.processes import SHELL, manage_in_development
 
 pytestmark = pytest.mark.django_db
 
@@ -190,20 +188,8 @@ def test_a_reset_ends_the_other_sign_ins_and_closes_their_sockets(accounts: Sett
     assert signed_out.status_code == 302 and signed_out["Location"].startswith("/accounts/login/")
 
 
-SHELL = ("shell", "-v", "0", "-c")  # quiet: only what the code prints
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``manage.py`` in development settings, with no EMAIL_* from this process's environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, "DEBUG": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+# ``manage.py`` in development settings, with no EMAIL_* from this process's environment.
+manage = partial(manage_in_development, without="EMAIL_")
 
 
 def test_by_default_emails_go_to_the_console() -> None:

@@ -6,9 +6,7 @@ it, and the throttle's exemption. The whole sign-in, in chromium against a real 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,22 +17,10 @@ from pytest_django.fixtures import Settings
 
 from chat.accounts import oidc
 from chat.models import SignOn
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import SHELL, free_port, manage_in_development
 
-SHELL = ("shell", "-v", "0", "-c")  # quiet: only what the code prints
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``manage.py`` in development settings, with no OIDC_* from this process's environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OIDC_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, "DEBUG": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+# ``manage.py`` in development settings, with no OIDC_* from this process's environment.
+manage = partial(manage_in_development, without="OIDC_")
 
 
 # --- Settings and checks -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ stopping a process whatever state it is in. Every server the tests start goes th
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -74,3 +75,20 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+SHELL = ("shell", "-v", "0", "-c")  # quiet: only what the code prints
+
+
+def manage_in_development(*args: str, without: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGS`` in development settings, with none of this process's environment
+    variables whose names start with ``without`` (the settings under test come from ``env``)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(without)}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, "DEBUG": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
