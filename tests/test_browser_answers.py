@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Page
 
 from tests.support.app import App
-from tests.support.browser import open_new_chat
+from tests.support.browser import ask_in_new_chat, copy_with, open_new_chat
 from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -33,34 +33,11 @@ MESSAGE = (
 )
 
 
-def clipboard(page: Page) -> str:
-    text: str = page.evaluate("navigator.clipboard.readText()")
-    return text
-
-
-def copy_with(page: Page, button: Locator, *, keyboard: bool = False) -> str:
-    """Clear the clipboard, press the button, wait for its "Copied", read the clipboard."""
-    page.evaluate("navigator.clipboard.writeText('')")
-    handle = button.element_handle()  # its name is about to change
-    if keyboard:
-        button.focus()
-        page.keyboard.press("Enter")
-    else:
-        button.click()
-    page.wait_for_function("(b) => b.getAttribute('aria-label') === 'Copied'", arg=handle)
-    return clipboard(page)
-
-
 def test_code_is_highlighted_and_the_copy_buttons_copy_code_and_answer(
     page: Page, app: App, simulator: Simulator, problems: list[str]
 ) -> None:
     p = page
-    p.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
-    open_new_chat(p, app)
-    box = p.get_by_role("textbox", name="Message")
-    box.fill(MESSAGE)
-    box.press("Enter")
-    answer = p.locator('article[data-role="assistant"]').last
+    answer = ask_in_new_chat(p, app, MESSAGE)
 
     # Live: the finished code block is rendered, highlighted, with its own working button,
     # while the rest of the answer still streams in as raw text; no "Copy answer" yet.

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.support.app import App
-from tests.support.browser import open_new_chat
+from tests.support.browser import ask_in_new_chat, copy_with
 from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -21,21 +21,11 @@ MATHML = "http://www.w3.org/1998/Math/MathML"
 MESSAGE = "What is the quadratic formula? [t-math]\n#sim tokens=220 tps=40 ttft=0.05 seed=3"
 
 
-def clipboard(page: Page) -> str:
-    text: str = page.evaluate("navigator.clipboard.readText()")
-    return text
-
-
 def test_a_streamed_formula_is_drawn_as_mathml_and_copied_as_tex(
     page: Page, app: App, simulator: Simulator, problems: list[str]
 ) -> None:
     p = page
-    p.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
-    open_new_chat(p, app)
-    box = p.get_by_role("textbox", name="Message")
-    box.fill(MESSAGE)
-    box.press("Enter")
-    answer = p.locator('article[data-role="assistant"]').last
+    answer = ask_in_new_chat(p, app, MESSAGE)
 
     # Live: the display block is drawn once it is complete, while the answer still streams.
     display = answer.locator(".markdown .math-display math")
@@ -73,12 +63,7 @@ def test_a_streamed_formula_is_drawn_as_mathml_and_copied_as_tex(
         assert "$$" not in answer.locator(".markdown").inner_text(), moment
 
         # Copy answer: the TeX as the model wrote it, not the drawn formula's text.
-        p.evaluate("navigator.clipboard.writeText('')")
-        button = answer.get_by_role("button", name="Copy answer")
-        handle = button.element_handle()
-        button.click()
-        p.wait_for_function("(b) => b.getAttribute('aria-label') === 'Copied'", arg=handle)
-        assert clipboard(p) == sent, moment
+        assert copy_with(p, answer.get_by_role("button", name="Copy answer")) == sent, moment
         p.reload()
         p.wait_for_selector('[data-connected="true"]')
 

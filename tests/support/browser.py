@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from tests.support.app import App
 
@@ -60,3 +60,32 @@ def open_new_chat(page: Page, app: App) -> None:
     page.goto(app.url + "/")
     page.get_by_role("button", name="Start a new chat").click()
     page.wait_for_selector('[data-connected="true"]')
+
+
+def ask_in_new_chat(page: Page, app: App, message: str) -> Locator:
+    """Open a new chat (the clipboard allowed, for the copy buttons), send ``message`` and
+    return the answer's article."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
+    open_new_chat(page, app)
+    box = page.get_by_role("textbox", name="Message")
+    box.fill(message)
+    box.press("Enter")
+    return page.locator('article[data-role="assistant"]').last
+
+
+def clipboard(page: Page) -> str:
+    text: str = page.evaluate("navigator.clipboard.readText()")
+    return text
+
+
+def copy_with(page: Page, button: Locator, *, keyboard: bool = False) -> str:
+    """Clear the clipboard, press the button, wait for its "Copied", read the clipboard."""
+    page.evaluate("navigator.clipboard.writeText('')")
+    handle = button.element_handle()  # its name is about to change
+    if keyboard:
+        button.focus()
+        page.keyboard.press("Enter")
+    else:
+        button.click()
+    page.wait_for_function("(b) => b.getAttribute('aria-label') === 'Copied'", arg=handle)
+    return clipboard(page)
