@@ -12,8 +12,6 @@ import html
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -29,10 +27,10 @@ from chat.exceptions import ClientError
 from chat.generation.turns import create_turn
 from chat.models import Conversation, DailyUsage, GroupAccess, Message, Provider, UserAllowance
 from chat.owners import Owner
-from tests.support.app import App, start_app
+from tests.support.app import App, manage, start_app
 from tests.support.compare_runs import press_run
 from tests.support.inbox import ALERT, Inbox
-from tests.support.processes import ROOT, stop_process
+from tests.support.processes import stop_process
 from tests.support.simulator import Simulator
 from tests.support.sockets import send
 from tests.support.visitor import PASSWORD, compare_socket, signed_in
@@ -362,13 +360,7 @@ def restricted(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -
         "GroupAccess.objects.create(group=group, model_list='qwen-turbo')\n"
         f"User.objects.create_user('ada', password={PASSWORD!r}).groups.add(group)\n"
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", create],
-        cwd=ROOT,
-        env={**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{instance.db_path}"},
-        check=True,
-        capture_output=True,
-    )
+    manage(dict(os.environ), instance.db_path, "shell", "-c", create)
     try:
         yield instance
     finally:

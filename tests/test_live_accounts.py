@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 import websockets
 
-from tests.support.app import App, start_app
-from tests.support.processes import ROOT, stop_process
+from tests.support.app import App, manage, start_app
+from tests.support.processes import stop_process
 from tests.support.simulator import Simulator
 from tests.support.sockets import collect_answer, send
 from tests.support.visitor import PASSWORD, Visitor, signed_in
@@ -30,13 +28,7 @@ def team(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iter
     create = "from django.contrib.auth.models import User\n" + "".join(
         f"User.objects.create_user({name!r}, password={PASSWORD!r})\n" for name in ("ada", "bob")
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", create],
-        cwd=ROOT,
-        env={**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{instance.db_path}"},
-        check=True,
-        capture_output=True,
-    )
+    manage(dict(os.environ), instance.db_path, "shell", "-c", create)
     try:
         yield instance
     finally:
