@@ -18,6 +18,7 @@ from pytest_django.fixtures import Settings
 from chat.accounts import oidc
 from chat.models import SignOn
 from tests.support.processes import SHELL, free_port, manage_in_development
+from tests.support.visitor import PASSWORD
 
 # ``manage.py`` in development settings, with no OIDC_* from this process's environment.
 manage = partial(manage_in_development, without="OIDC_")
@@ -242,6 +243,27 @@ def test_the_login_page_offers_the_provider(sso_settings: Settings) -> None:
     sso_settings.OIDC_ONLY = True
     only = client.get("/accounts/login/").content.decode()
     assert "Sign in with Example ID" in only and 'name="password"' not in only
+
+
+@pytest.mark.django_db
+def test_with_sso_only_a_posted_password_is_refused(sso_settings: Settings) -> None:
+    User.objects.create_user("ada", password=PASSWORD)
+    client = Client()
+    beside = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert beside.status_code == 302  # passwords beside single sign-on: signed in
+
+    sso_settings.OIDC_ONLY = True
+    client = Client()
+    refused = client.post("/accounts/login/", {"username": "ada", "password": PASSWORD})
+    assert refused.status_code == 403
+    text = refused.content.decode()
+    assert "Passwords are not accepted here: use the single sign-on button." in text
+    assert "Sign in with Example ID" in text and 'name="password"' not in text
+    assert "_auth_user_id" not in client.session  # not signed in
+    # The admin's own sign-in keeps passwords, for a break-glass administrator.
+    User.objects.filter(username="ada").update(is_staff=True)
+    admin = client.post("/admin/login/", {"username": "ada", "password": PASSWORD})
+    assert admin.status_code == 302 and "_auth_user_id" in client.session
 
 
 @pytest.mark.django_db

@@ -61,6 +61,7 @@ REFUSALS = {
     "inactive": _("This account is inactive."),
     "unavailable": _("The sign-in provider could not be reached. Please try again later."),
     "failed": _("Single sign-on did not complete. Please try again."),
+    "passwords": _("Passwords are not accepted here: use the single sign-on button."),
 }
 USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
 
@@ -371,6 +372,17 @@ def login_context(request: HttpRequest) -> dict[str, Any]:
             "refusal": REFUSALS.get(code) if code else None,
         }
     }
+
+
+def refusal_of_passwords(request: HttpRequest) -> dict[str, Any] | None:
+    """With ``OIDC_ONLY``, the login page's context for a password posted anyway (the form is
+    hidden, not gone: a crafted POST must not sign in); None when passwords are accepted. The
+    admin's own sign-in keeps passwords, for a break-glass administrator."""
+    if not (settings.OIDC_ISSUER and settings.OIDC_ONLY):
+        return None
+    context = login_context(request)
+    context["sso"]["refusal"] = REFUSALS["passwords"]
+    return context
 
 
 def outside_throttle(request: HttpRequest, credentials: dict[str, Any] | None = None) -> bool:

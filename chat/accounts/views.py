@@ -53,6 +53,13 @@ class LoginView(auth_views.LoginView):
             **oidc.login_context(self.request),
         }
 
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = oidc.refusal_of_passwords(request)
+        if refused is not None:
+            context = {**self.get_context_data(), **refused}
+            return self.render_to_response(context, status=403)
+        return super().post(request, *args, **kwargs)
+
 
 class PasswordResetView(auth_views.PasswordResetView):
     """Django's reset request (the same "sent" page whether or not an account has the address;
