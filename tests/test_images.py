@@ -352,6 +352,18 @@ async def test_a_model_that_cannot_see_refuses_in_its_own_words(
     assert refusal in frames[-1].html
     saved = answer_row(visitor.export(conversation), answer_id)
     assert refusal in saved["error_message"]
+
+    # The chat goes on: the picture that was refused is not sent again with later messages
+    # (else every one of them would be refused too); its question's text is.
+    tag = f"[t-img-blind-next-{model}]"
+    _, _, after = await _ask(visitor, conversation, f"And in words? {tag}{FAST}", [])
+    assert after["data-status"] == "complete"
+    entry = sim.request_for(tag)
+    assert "multimodal" not in entry["path"]
+    assert [m["content"] for m in entry["messages"]] == [
+        "See? [t-img-blind]" + FAST,
+        f"And in words? {tag}{FAST}",
+    ]
     visitor.close()
 
 

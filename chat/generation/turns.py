@@ -137,12 +137,21 @@ def context_of(conversation: Conversation, rows: list[Message]) -> list[dict[str
 
     Failed answers are left out (their partial text is kept for the reader, not the model),
     and so is every answer's thinking: models expect only the answers of earlier turns. A
-    question's images come along as data URLs under "images" (read in one query).
+    question's images come along as data URLs under "images" (read in one query), unless its
+    answer failed: a model that cannot see refuses every request that holds an image, so one
+    picture sent to it by mistake would otherwise fail every later message of the chat (Retry
+    answers the question itself again, images included).
     """
     messages: list[dict[str, Any]] = []
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt})
-    pictures = images.upstream_images(images.question_ids(rows))
+    failed = {
+        question.pk
+        for question, answer in zip(rows, rows[1:], strict=False)
+        if question.role == Message.Role.USER and answer.status == Message.Status.ERROR
+    }
+    asked = [pk for pk in images.question_ids(rows) if pk not in failed]
+    pictures = images.upstream_images(asked)
     for row in rows:
         if row.status == Message.Status.ERROR:
             continue
