@@ -295,6 +295,12 @@ def question_ids(rows: Iterable[Message]) -> list[int]:
     ]
 
 
+def of_questions(rows: Iterable[Message]) -> dict[int, tuple[fragments.ImageView, ...]]:
+    """The thumbnails of the questions among ``rows``, by message id, in one query (none for
+    rows flagged without images)."""
+    return views_for(question_ids(rows))
+
+
 def upstream_images(message_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
     """Each message's images as data URLs, in order, for the request sent upstream."""
     images: dict[int, list[str]] = {}

@@ -11,10 +11,9 @@ from chat import heartbeats, images, providers
 from chat.accounts import access
 from chat.conversations import work
 from chat.generation import registry
-from chat.generation.records import is_orphan, version_groups, versions_of
+from chat.generation.records import is_orphan, shown_views
 from chat.models import Conversation, Message
 from chat.owners import Owner
-from chat.rendering.fragments import message_view
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -44,17 +43,10 @@ def page_context(
         # Shown versions only; whether a streaming one's worker died, judged by the database.
         shown = conversation.messages.filter(hidden=False).annotate(has_images=images.flag())
         rows = list(heartbeats.with_staleness(shown))
-        groups = version_groups(conversation.pk)
         if live is None:
             live = registry.running_in(conversation.pk)
-        pictures = images.views_for(images.question_ids(rows))
-        for index, row in enumerate(rows):
-            latest, versions = index == len(rows) - 1, versions_of(row, groups)
-            views.append(
-                message_view(
-                    row, is_latest=latest, version_ids=versions, images=pictures.get(row.pk, ())
-                )
-            )
+        views = shown_views(conversation.pk, rows, latest=True)
+        for row in rows:
             if row.status == Message.Status.STREAMING and not is_orphan(row, live):
                 streaming_answer_id = row.pk
     return {

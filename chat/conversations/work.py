@@ -226,7 +226,7 @@ def export_markdown(conversation: Conversation) -> str:
     if conversation.system_prompt.strip():
         heading = gettext("System prompt")  # (xgettext does not look inside f-strings)
         lines += [f"## {heading}", "", conversation.system_prompt.strip(), ""]
-    pictures = images.views_for(images.question_ids(rows))
+    pictures = images.of_questions(rows)
     for row in rows:
         lines += [f"## {_heading(row, versions_of(row, groups))}", ""]
         for number, image in enumerate(pictures.get(row.pk, ()), start=1):

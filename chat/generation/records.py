@@ -53,7 +53,7 @@ def shown_views(
 ) -> list[fragments.MessageView]:
     """Views of shown messages, with their versions; ``latest``: the last one is the latest."""
     groups = version_groups(conversation_id)
-    pictures = images.views_for(images.question_ids(rows))
+    pictures = images.of_questions(rows)
     return [
         fragments.message_view(
             row,

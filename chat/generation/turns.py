@@ -320,9 +320,7 @@ def create_turn(
         options=request_options(conversation),
         user_id=conversation.user_id,
         owner=owner,
-        user=fragments.message_view(
-            user, images=images.views_for(images.question_ids([user])).get(user.pk, ())
-        ),
+        user=fragments.message_view(user, images=images.of_questions([user]).get(user.pk, ())),
         stale_retry=stale_retry,
         new_title=new_title,
     )
@@ -443,7 +441,7 @@ def create_edit(
         conversation.save(update_fields=["updated_at"])
         earlier = rows[:index]
         # As ``records.shown_views(..., latest=False)``, with the versions read above.
-        pictures = images.views_for(images.question_ids(earlier))
+        pictures = images.of_questions(earlier)
         log = tuple(
             fragments.message_view(
                 row, version_ids=versions_of(row, versions), images=pictures.get(row.pk, ())
@@ -460,8 +458,6 @@ def create_edit(
         options=request_options(conversation),
         user_id=conversation.user_id,
         owner=owner,
-        user=fragments.message_view(
-            user, images=images.views_for(images.question_ids([user])).get(user.pk, ())
-        ),
+        user=fragments.message_view(user, images=images.of_questions([user]).get(user.pk, ())),
         log=log,
     )

@@ -103,7 +103,7 @@ def conversation_page(link: ShareLink, conversation: Conversation) -> dict[str, 
         message_id: tuple(
             SharedImage(**dataclasses.asdict(view), token=link.token) for view in found
         )
-        for message_id, found in images.views_for(images.question_ids(rows)).items()
+        for message_id, found in images.of_questions(rows).items()
     }
     return {
         "conversation": conversation,
