@@ -46,16 +46,12 @@ def create_continuation(owner: Owner, conversation_id: int, answer_id: int, live
             gettext("Only the latest answer can be continued."),
         )
         conversation, upstream, rows, versions = found[:4]
-        answer = Message.objects.get(pk=answer_id)
-        if (
-            answer.status != Message.Status.COMPLETE
-            or answer.finish_reason != "length"
-            or not answer.content
-        ):
-            raise ClientError(gettext("Only an answer cut at the length limit can be continued."))
-        count_request(conversation, found.checks)
+        answer = Message.objects.get(pk=answer_id)  # every field: the history read only some
         version_ids = versions.get(answer.version_of_id or answer.pk, ())
         before = fragments.message_view(answer, is_latest=True, version_ids=version_ids)
+        if not before.can_continue:  # the rule that shows the button
+            raise ClientError(gettext("Only an answer cut at the length limit can be continued."))
+        count_request(conversation, found.checks)
         Message.objects.filter(pk=answer.pk).update(
             status=Message.Status.STREAMING, heartbeat_at=Now(), finish_reason=""
         )
