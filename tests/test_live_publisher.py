@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from chat import llm
-from chat.generation.pacing import QUIET_LAG, Pacer
+from chat.generation.pacing import QUIET_LAG, Pacer, Turnstile
 from chat.generation.pipeline import AnswerRun, Publisher
 from chat.generation.state import Generation
 from chat.generation.turns import Turn
@@ -94,8 +94,8 @@ async def start_reader(
     await hub.follow(CONVERSATION, recorder)
     client = FeedClient()
     run = AnswerRun(
-        answer or generation(), client, Publisher(hub, None), pacer,  # type: ignore[arg-type]
-        save_timeout=1, on_end=lambda g: None,
+        answer or generation(), client, Publisher(hub, None),  # type: ignore[arg-type]
+        pacer, Turnstile(), save_timeout=1, on_end=lambda g: None,
     )  # fmt: skip
     return client, recorder, asyncio.create_task(run.read())
 
@@ -228,3 +228,40 @@ async def test_the_answers_timeline_holds_each_frame_as_it_went_out() -> None:
     whole.text = ["Hello", " there"]
     whole.finished_at = whole.started + 1.5
     assert decode(whole.outcome()["timeline"]) == [Step(1500, 11)]
+
+
+async def test_answers_that_end_together_pass_the_turnstile_one_per_pass_of_the_loop() -> None:
+    """What arrives while one answer draws its end runs before the next answer draws its own
+    (with a plain lock, the second answer, woken in the same pass, went straight through)."""
+    turnstile = Turnstile()
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    async def end(name: str) -> None:
+        async with turnstile:
+            seen.append(f"{name} drawn")
+            loop.call_soon(seen.append, f"tokens that came after {name}")
+
+    await asyncio.gather(end("first"), end("second"), end("third"))
+    assert seen == [
+        "first drawn",
+        "tokens that came after first",
+        "second drawn",
+        "tokens that came after second",
+        "third drawn",
+        "tokens that came after third",
+    ]
+
+
+async def test_an_end_that_fails_opens_the_turnstile_for_the_next() -> None:
+    turnstile = Turnstile()
+
+    async def failing() -> None:
+        async with turnstile:
+            raise RuntimeError("the article could not be drawn")
+
+    with pytest.raises(RuntimeError):
+        await failing()
+    async with asyncio.timeout(2):
+        async with turnstile:
+            pass

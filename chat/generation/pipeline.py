@@ -26,7 +26,7 @@ from chat.ops.logformat import log_answer
 from chat.rendering import articles, fragments
 
 from .failures import InternalFailure, ServerStopped
-from .pacing import Pacer
+from .pacing import Pacer, Turnstile
 from .records import RETRYABLE, save_final_retrying
 from .state import LIVE_STATS_INTERVAL, Generation
 
@@ -90,6 +90,7 @@ class AnswerRun:
         client: llm.ChatClient,
         publisher: Publisher,
         pacer: Pacer,
+        turnstile: Turnstile,
         *,
         save_timeout: float,
         on_end: Callable[[Generation], None],
@@ -98,6 +99,7 @@ class AnswerRun:
         self.client = client
         self.publisher = publisher
         self.pacer = pacer
+        self.turnstile = turnstile
         self.save_timeout = save_timeout
         self.on_end = on_end  # the service forgets the generation (it is saved, or given up)
         self.sent_first = self.sent_reasoning = self.sent_text = False
@@ -268,8 +270,13 @@ class AnswerRun:
                 return
             generation.saved = True
             _log_finished(generation, fields)
-            final = await articles.final_frame_off_loop(generation.final_view(fields))
-            await self.publisher.publish(generation, final, kind="final")
+            view = generation.final_view(fields)
+            # A large article is drawn in a thread, without holding up the others' turn.
+            final = await articles.final_frame_off_loop(view) if articles.is_large(view) else None
+            async with self.turnstile:  # one answer's end per pass of the loop (``pacing``)
+                if final is None:
+                    final = articles.final_frame(view)
+                await self.publisher.publish(generation, final, kind="final")
 
 
 def _log_finished(generation: Generation, fields: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from chat.rendering import fragments
 
 from . import continuation, records, registry, turns
 from .control import ControlPlane
-from .pacing import Pacer
+from .pacing import Pacer, Turnstile
 from .pipeline import AnswerRun, Publisher
 from .progress import save_progress_loop
 from .state import Generation
@@ -66,6 +66,7 @@ class GenerationService:
         self.hub = LiveHub(layer, cross_process=cross_process)
         self.publisher = Publisher(self.hub, layer)
         self.pacer = Pacer(settings.STREAM_FRAME_INTERVAL)
+        self.turnstile = Turnstile()  # answers' ends, one per pass of the loop
         self.control = ControlPlane(
             layer, self.hub, stop_here=self._stop_here, snapshot_here=self._snapshot_here
         )
@@ -257,6 +258,7 @@ class GenerationService:
             self.client_for(turn.upstream),
             self.publisher,
             self.pacer,
+            self.turnstile,
             save_timeout=settings.STREAM_FINAL_SAVE_TIMEOUT,
             on_end=self._forget,
         )

@@ -99,10 +99,15 @@ def final_frame(view: MessageView) -> fragments.Frame:
     return fragments.final_frame(view, article=articles.render(view, oob="outerHTML"))
 
 
+def is_large(view: MessageView) -> bool:
+    """Drawn off the event loop (``LARGE``)."""
+    return len(view.content) + len(view.reasoning) >= LARGE
+
+
 async def final_frame_off_loop(view: MessageView) -> fragments.Frame:
     """``final_frame``, in a thread when the answer is large, in the active language (Django's
     is per thread: it does not follow the call by itself)."""
-    if len(view.content) + len(view.reasoning) < LARGE:
+    if not is_large(view):
         return final_frame(view)
     return await asyncio.to_thread(_in_language, translation.get_language(), final_frame, view)
 
