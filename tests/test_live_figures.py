@@ -9,9 +9,11 @@ DashScope's native SSE, whose every event carries the cumulative usage.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,3 +163,33 @@ async def test_native_counts_are_the_upstreams_live(guest: Visitor, upstream: Si
     assert tokens <= row["completion_tokens"]
     assert row["tokens_estimated"] is False
     assert "(estimated)" not in article
+
+
+async def test_a_socket_that_joins_mid_answer_sees_the_figures_so_far(guest: Visitor) -> None:
+    """The snapshot a late socket gets draws the answer's stats line as the deltas do."""
+    conversation = guest.new_conversation(model=choice(guest, "No usage"))
+    async with guest.socket(conversation) as first:
+        await send(first, question("[joins]"))
+        answer_id, _frames = await read_until_counted(first)
+        async with guest.socket(conversation) as late:
+            joined = Frame(str(await asyncio.wait_for(late.recv(), 10)), time.monotonic())
+            counts = live_counts([joined], answer_id)
+            assert len(counts) == 1, joined.html
+            tokens, estimated, words = counts[0]
+            assert tokens > 0 and estimated
+            assert re.fullmatch(rf"{tokens} tokens? · [\d.]+ tokens/s \(estimated\)", words), words
+        await collect_answer(first, answer_id)
+
+
+async def read_until_counted(ws: Any, timeout: float = 10.0) -> tuple[int, list[Frame]]:
+    """Frames until one carries a live count of the new answer: its id, and the frames."""
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frames.append(Frame(str(await asyncio.wait_for(ws.recv(), timeout)), time.monotonic()))
+        for article in frames[0].articles:
+            if article.get("data-status") == "streaming" and article.get("data-role") != "user":
+                answer_id = int(article["id"].removeprefix("message-"))
+                if live_counts(frames, answer_id):
+                    return answer_id, frames
+    raise TimeoutError("no live count arrived")
