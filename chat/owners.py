@@ -11,6 +11,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from chat.models import Conversation
+from chat.prepared import Marker, PreparedQuery
+
+MAX_ID = (1 << 63) - 1
+"""The largest id a row can have (a signed 64-bit integer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,19 @@ class Owner:
         return self.with_deleted().filter(deleted_at__isnull=True)
 
     def conversation(self, conversation_id: int) -> Conversation | None:
-        """One of the owner's conversations (not deleted), or None: never someone else's."""
-        return self.conversations().filter(pk=conversation_id).first()
+        """One of the owner's conversations (not deleted), or None: never someone else's.
+
+        Asked by every socket as it opens and by most views: a query compiled once
+        (``chat.prepared``; building and compiling it was most of a socket's opening cost)."""
+        if not 0 < conversation_id <= MAX_ID:  # the database's integers end there
+            return None
+        found = _CONVERSATION.run(
+            self.user_id is not None,
+            pk=conversation_id,
+            user_id=self.user_id,
+            session_key=self.session_key,
+        )
+        return found[0] if found else None
 
     def with_deleted(self) -> QuerySet[Conversation]:
         """Every conversation of the owner's, deleted ones too (for Undo and the purge)."""
@@ -62,3 +77,16 @@ class Owner:
         if self.user_id is not None:
             return {"user_id": self.user_id}
         return {"session_key": self.session_key}
+
+
+def _conversation_query(marker: Marker, by_user: bool) -> QuerySet[Conversation]:
+    """``Owner.conversation``'s query, for a user's conversation or a session's."""
+    if by_user:
+        rows = Conversation.objects.filter(user_id=marker.number("user_id"))
+    else:
+        session_key = marker.text("session_key")
+        rows = Conversation.objects.filter(user__isnull=True, session_key=session_key)
+    return rows.filter(pk=marker.number("pk"), deleted_at__isnull=True).order_by()
+
+
+_CONVERSATION = PreparedQuery(_conversation_query)

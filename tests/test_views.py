@@ -167,6 +167,14 @@ def test_someone_elses_conversation_is_404(client: Client, method: str, path: st
     assert Conversation.objects.filter(pk=conversation.pk).exists()
 
 
+@pytest.mark.parametrize("number", [2**63, 2**64 + 5, 10**30])
+def test_an_id_past_the_databases_integers_is_404(client: Client, number: int) -> None:
+    """Not a database error: no row can have it."""
+    new_chat(client)
+    assert client.get(f"/c/{number}/").status_code == 404
+    assert client.get(f"/c/{number}/export.json").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("path", "data"),
     [

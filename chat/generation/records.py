@@ -14,13 +14,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Field
+from django.db.models import Field, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from chat import heartbeats, images
 from chat.accounts import usage
 from chat.models import Conversation, Message
+from chat.prepared import Marker, PreparedQuery
 from chat.rendering import fragments
 
 from .failures import ServerRestarted
@@ -145,9 +146,21 @@ def _column(name: str) -> str:
 
 
 def streaming_answers(conversation_id: int, exclude: set[int]) -> list[int]:
-    """The conversation's answers marked streaming, other than ``exclude`` (this worker's)."""
-    rows = Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
-    return [pk for pk in rows.values_list("pk", flat=True) if pk not in exclude]
+    """The conversation's answers marked streaming, other than ``exclude`` (this worker's).
+    Asked by every socket as it opens: compiled once (``chat.prepared``)."""
+    rows = _STREAMING.run(None, conversation=conversation_id)
+    return [row.pk for row in rows if row.pk not in exclude]
+
+
+def _streaming_query(marker: Marker, shape: None) -> QuerySet[Message]:
+    return (
+        Message.objects.filter(
+            conversation_id=marker.number("conversation"), status=Message.Status.STREAMING
+        ).only("pk")  # oldest first, as the model orders them
+    )
+
+
+_STREAMING = PreparedQuery(_streaming_query)
 
 
 def saved_answer(answer_id: int, live: set[int] | None = None) -> fragments.MessageView | None:

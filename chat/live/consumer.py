@@ -33,7 +33,7 @@ from chat.live.protocol import (
     user_group,
 )
 from chat.live.socket import backlog_reader, close_with, server_send
-from chat.owners import Owner
+from chat.owners import MAX_ID, Owner
 from chat.rendering import fragments
 from chat.rendering.i18n import language_from_scope
 
@@ -53,8 +53,6 @@ CLOSE_REASONS: dict[AccessReason, str] = {
 }
 # The longest message (32,000 characters of Chinese is 96 KB as UTF-8) fits with room to spare.
 MAX_FRAME_BYTES = 256 * 1024
-# Ids are database keys: positive, and within PostgreSQL's bigint.
-MAX_ID = (1 << 63) - 1
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -311,6 +309,6 @@ def request_id(value: Any, name: str) -> int:
         number = int(value)
     except (TypeError, ValueError) as exc:
         raise ClientError(gettext("That request named no %(name)s.") % {"name": name}) from exc
-    if not 0 < number <= MAX_ID:
+    if not 0 < number <= MAX_ID:  # database keys: positive, within PostgreSQL's bigint
         raise ClientError(gettext("That request named no %(name)s.") % {"name": name})
     return number
