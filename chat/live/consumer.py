@@ -14,6 +14,7 @@ import logging
 import random
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -123,15 +124,21 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Runs for every message of this socket's channel (frames do not come this way)."""
         if message["type"] == SNAPSHOT_EVENT:
-            # Skips channels' per-message database clean-up (a thread hop): no database here.
             if self.follower is not None:
                 self.follower.snapshot_arrived(message)  # type: ignore[arg-type]
             return
         if message["type"] == "websocket.receive" and not await self.admit_inbound():
-            return  # refused before it costs anything (channels' clean-up is a thread hop)
+            return  # refused before it costs anything
         if not self.language:  # the first message: websocket.connect
             await self.choose_language()
-        await super().dispatch(message)
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        # As channels' own dispatch, without its ``aclose_old_connections`` first: a hop to the
+        # one sync thread (behind whatever queues there) for every connect, message and close.
+        # This consumer reaches the database only through ``database_sync_to_async``, which
+        # closes stale connections in its thread before and after each call.
+        await handler(message)
 
     async def admit_inbound(self) -> bool:
         """Runs for each message in, first: past the socket's rate, one alert, then silence,
