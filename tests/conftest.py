@@ -196,15 +196,10 @@ def problems() -> list[str]:
 @pytest.fixture
 def page(browser: Browser, app: App, problems: list[str]) -> Iterator[Page]:
     """A fresh desktop-sized tab whose problems are collected in ``problems``."""
-    from tests.support.browser import watch_problems
+    from tests.support.browser import desktop_tab
 
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    watch_problems(page, problems)
-    try:
+    with desktop_tab(browser, problems) as page:
         yield page
-    finally:
-        context.close()
 
 
 # --- Translations ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.app import App
-from tests.support.browser import open_new_chat, watch_problems
+from tests.support.browser import desktop_tab, open_new_chat
 from tests.support.oidc_provider import PASSWORD, Provider
 
 pytestmark = pytest.mark.live
@@ -54,10 +54,7 @@ def test_first_sign_in_makes_the_account_and_the_next_finds_it(
     browser: Browser, sso: tuple[App, Provider], problems: list[str]
 ) -> None:
     app, provider = sso
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    watch_problems(page, problems)
-    try:
+    with desktop_tab(browser, problems) as page:
         page.goto(app.url + "/")
         # The login page: the button beside the password form (OIDC_ONLY is off).
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -85,7 +82,7 @@ def test_first_sign_in_makes_the_account_and_the_next_finds_it(
         # A second tab of the same session, its socket open on the chat.
         # Not watched for problems: once signed out, its reconnects are refused, and chromium
         # reports each refused websocket as a console error.
-        other = context.new_page()
+        other = page.context.new_page()
         other.goto(page.url)
         other.wait_for_selector('[data-connected="true"]')
 
@@ -108,8 +105,6 @@ def test_first_sign_in_makes_the_account_and_the_next_finds_it(
         assert len(links(app.db_path)) == 1
         # Alice's chat is still hers.
         expect(page.locator(".conversations a")).to_have_count(1)
-    finally:
-        context.close()
     assert problems == []
 
 
@@ -118,10 +113,7 @@ def test_a_refused_domain_is_told_why_and_gets_no_account(
 ) -> None:
     app, _ = sso
     before = accounts(app.db_path)
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    watch_problems(page, problems)
-    try:
+    with desktop_tab(browser, problems) as page:
         page.goto(app.url + "/accounts/login/")
         page.get_by_role("link", name=BUTTON).click()
         sign_in_at_provider(page, "mallory")
@@ -137,6 +129,4 @@ def test_a_refused_domain_is_told_why_and_gets_no_account(
         page.reload()
         expect(page.get_by_role("link", name=BUTTON)).to_be_visible()
         expect(page.get_by_role("alert")).to_have_count(0)
-    finally:
-        context.close()
     assert problems == []

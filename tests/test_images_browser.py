@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.app import App
-from tests.support.browser import watch_problems
-from tests.support.images import SVG, THUMBNAIL_LOADED, attach_picture, picture
+from tests.support.browser import desktop_tab
+from tests.support.images import SVG, attach_picture, expect_picture_answered, picture
 from tests.support.simulator import Simulator
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -39,16 +39,11 @@ GIVE_FILE = """([kind, name, type, b64]) => {
 def vision_page(browser: Browser, vision_app: App, problems: list[str]) -> Iterator[Page]:
     """A fresh tab on the app whose models see (``vision_app``), in a new chat with its
     default model (qwen-vl-plus), its socket open."""
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    watch_problems(page, problems)
-    try:
+    with desktop_tab(browser, problems) as page:
         page.goto(vision_app.url + "/")
         page.get_by_role("button", name="Start a new chat").click()
         page.wait_for_selector('[data-connected="true"]')
         yield page
-    finally:
-        context.close()
 
 
 def _give(page: Page, kind: str, name: str, content_type: str, data: bytes) -> None:
@@ -64,17 +59,8 @@ def test_attach_send_and_see_what_the_model_received(
     box.fill("What colour is it? [t-browser-attach]" + FAST)
     box.press("Enter")
 
-    question = p.locator('article[data-role="user"]').last
-    thumbnail = question.get_by_role("img", name="Attached image 1")
-    expect(thumbnail).to_be_visible()
-    p.wait_for_function(THUMBNAIL_LOADED)
-    answer = p.locator('article[data-role="assistant"]').last
-    expect(answer).to_have_attribute("data-status", "complete", timeout=30000)
-    expect(answer).to_contain_text(
-        "I received 1 image (PNG, 64×48) and your text: What colour is it? [t-browser-attach]"
-    )
-    # Sent: the chip went with the message, the box is empty again.
-    expect(p.get_by_role("button", name="Remove image")).to_have_count(0)
+    thumbnail = expect_picture_answered(p, "What colour is it? [t-browser-attach]")
+    # Sent: the box is empty again.
     assert box.input_value() == ""
     entry = sim.request_for("[t-browser-attach]")
     assert entry["messages"][-1]["content"][1]["type"] == "image_url"

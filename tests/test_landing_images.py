@@ -18,8 +18,14 @@ from pytest_django.fixtures import Settings
 
 from chat.models import Attachment, Conversation
 from tests.support.app import App
-from tests.support.browser import watch_problems
-from tests.support.images import SVG, THUMBNAIL_LOADED, attach_picture, pick_picture, picture
+from tests.support.browser import desktop_tab
+from tests.support.images import (
+    SVG,
+    attach_picture,
+    expect_picture_answered,
+    pick_picture,
+    picture,
+)
 from tests.support.simulator import Simulator
 
 CHIP = re.compile(r'data-image-id="([0-9a-f-]{36})"')
@@ -157,14 +163,9 @@ def test_a_refused_text_keeps_the_images_attached(client: Client) -> None:
 @pytest.fixture
 def landing_page(browser: Browser, vision_app: App, problems: list[str]) -> Iterator[Page]:
     """A fresh visitor's tab on the landing of the app whose default model sees (qwen-vl-plus)."""
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    watch_problems(page, problems)
-    try:
+    with desktop_tab(browser, problems) as page:
         page.goto(vision_app.url + "/")
         yield page
-    finally:
-        context.close()
 
 
 PASTE = """([name, type, b64]) => {
@@ -198,15 +199,7 @@ def test_the_first_message_goes_with_its_image(
     p.wait_for_url(re.compile(r"/c/\d+/$"))
     question = p.locator('article[data-role="user"]')
     expect(question).to_have_count(1)
-    expect(question.get_by_role("img", name="Attached image 1")).to_be_visible()
-    p.wait_for_function(THUMBNAIL_LOADED)
-    answer = p.locator('article[data-role="assistant"]').last
-    expect(answer).to_have_attribute("data-status", "complete", timeout=30000)
-    expect(answer).to_contain_text(
-        "I received 1 image (PNG, 64×48) and your text: What colour is it? [t-landing-image]"
-    )
-    # Sent: the chip went with the message.
-    expect(p.get_by_role("button", name="Remove image")).to_have_count(0)
+    expect_picture_answered(p, "What colour is it? [t-landing-image]")
     parts = sim.request_for("[t-landing-image]")["messages"][-1]["content"]
     assert [part["type"] for part in parts] == ["text", "image_url"]
 

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.support.app import App
-from tests.support.browser import watch_problems
+from tests.support.browser import desktop_tab
 from tests.support.images import THUMBNAIL_LOADED, attach_picture
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -19,11 +19,7 @@ FAST = "\n#sim tokens=20 tps=200 ttft=0.05"
 def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
     browser: Browser, vision_app: App, problems: list[str]
 ) -> None:
-    owner_context = browser.new_context(viewport={"width": 1200, "height": 800})
-    visitor_context = browser.new_context(viewport={"width": 1200, "height": 800})
-    try:
-        p = owner_context.new_page()
-        watch_problems(p, problems)
+    with desktop_tab(browser, problems) as p, desktop_tab(browser, problems) as v:
         p.goto(vision_app.url + "/")
         p.get_by_role("button", name="Start a new chat").click()
         p.wait_for_selector('[data-connected="true"]')
@@ -40,9 +36,7 @@ def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
         item = panel.locator("[data-share-link][data-new]")
         url = item.get_by_role("textbox", name="Share link").input_value()
 
-        v = visitor_context.new_page()
-        watch_problems(v, problems)
-        v.goto(url)
+        v.goto(url)  # another browser: a context of its own, not signed in
         question = v.locator('article[data-role="user"]')
         expect(question).to_contain_text("What colour is it? [t-share-image]")
         # The model saw it too, and the visitor reads that it did.
@@ -52,21 +46,18 @@ def test_a_visitor_sees_the_picture_until_the_link_is_revoked(
         v.wait_for_function(THUMBNAIL_LOADED)
         src = thumbnail.get_attribute("src") or ""
         assert src.startswith(url.removeprefix(vision_app.url) + "images/"), src
-        with visitor_context.expect_page() as opened:
+        with v.context.expect_page() as opened:
             thumbnail.click()
         full = opened.value
         full.wait_for_load_state()
         assert full.url == vision_app.url + src
-        assert visitor_context.request.get(vision_app.url + src).status == 200
+        assert v.context.request.get(vision_app.url + src).status == 200
         # The owner's own image URL is not the visitor's.
         own = src.split("/images/", 1)[1]
-        assert visitor_context.request.get(f"{vision_app.url}/images/{own}").status == 404
+        assert v.context.request.get(f"{vision_app.url}/images/{own}").status == 404
 
         item.get_by_role("button", name="Revoke").click()
         item.wait_for(state="detached")
-        assert visitor_context.request.get(vision_app.url + src).status == 404
-        assert visitor_context.request.get(url).status == 404
+        assert v.context.request.get(vision_app.url + src).status == 404
+        assert v.context.request.get(url).status == 404
         assert problems == []
-    finally:
-        visitor_context.close()
-        owner_context.close()

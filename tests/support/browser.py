@@ -47,6 +47,19 @@ def launched_chromium() -> Iterator[Browser]:
             instance.close()
 
 
+@contextlib.contextmanager
+def desktop_tab(browser: Browser, problems: list[str]) -> Iterator[Page]:
+    """A fresh desktop-sized tab in a context of its own (its cookies, its session), its
+    problems collected in ``problems`` (``watch_problems``); the context closes on the way out."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        page = context.new_page()
+        watch_problems(page, problems)
+        yield page
+    finally:
+        context.close()
+
+
 def watch_problems(page: Page, problems: list[str]) -> None:
     """Console errors (CSP violations among them) and uncaught exceptions seen on the page
     are appended to ``problems``; a test ends asserting it is empty."""

@@ -10,7 +10,7 @@ import zlib
 
 import httpx
 from PIL import Image
-from playwright.sync_api import FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Locator, Page, expect
 
 from tests.support.visitor import Visitor
 
@@ -119,3 +119,18 @@ THUMBNAIL_LOADED = (
     " return i && i.complete && i.naturalWidth === 64; }"
 )
 """For ``page.wait_for_function``: the question's thumbnail loaded, the 64×48 picture's."""
+
+
+def expect_picture_answered(page: Page, text: str) -> Locator:
+    """After sending ``text`` with one 64×48 PNG to a model that sees: the question shows its
+    thumbnail, loaded; the answer says the model received both; the chip went with the
+    message. Returns the thumbnail, for what a test checks next."""
+    question = page.locator('article[data-role="user"]').last
+    thumbnail = question.get_by_role("img", name="Attached image 1")
+    expect(thumbnail).to_be_visible()
+    page.wait_for_function(THUMBNAIL_LOADED)
+    answer = page.locator('article[data-role="assistant"]').last
+    expect(answer).to_have_attribute("data-status", "complete", timeout=30000)
+    expect(answer).to_contain_text(f"I received 1 image (PNG, 64×48) and your text: {text}")
+    expect(page.get_by_role("button", name="Remove image")).to_have_count(0)
+    return thumbnail
